@@ -1,0 +1,85 @@
+"""One settings object, read from the environment once at start-up.
+
+Every setting has the prefix ``PRIVACYOPS_`` (``PRIVACYOPS_AMQP_URL``, ...);
+lists are JSON (``PRIVACYOPS_RETRY_DELAYS_MS='[1000, 10000, 60000]'``).
+Nothing else in privacyops reads ``os.environ``: callers build a ``Settings``
+and pass it down. Every wait has a finite default here (STYLE 6).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,40}(\.[a-z0-9_-]{1,40})*$")
+
+
+class Settings(BaseSettings):
+    """Runtime configuration. Secrets are ``SecretStr`` and never printed."""
+
+    model_config = SettingsConfigDict(env_prefix="PRIVACYOPS_", frozen=True, extra="ignore")
+
+    # Broker
+    amqp_url: SecretStr = SecretStr("amqp://guest:guest@127.0.0.1:5672/")
+    namespace: str = Field(
+        "privacyops",
+        description="Prefix of every exchange and queue name; lets several deployments or "
+        "test runs share one broker.",
+    )
+    prefetch: int = Field(300, ge=1, le=10_000)
+    batch_max: int = Field(100, ge=1, le=1_000, description="Messages per transaction.")
+    batch_window_ms: int = Field(10, ge=0, le=5_000, description="Wait to fill a batch.")
+    retry_delays_ms: list[int] = Field(
+        default_factory=lambda: [1_000, 10_000, 60_000],
+        description="One TTL retry queue per entry; attempts = len + 1.",
+    )
+    delivery_limit: int = Field(
+        20,
+        ge=1,
+        description="Quorum-queue redeliveries (crashes) before the broker dead-letters a message.",
+    )
+    max_body_bytes: int = Field(65_536, ge=256)
+    signing_key: SecretStr | None = Field(
+        None, description="When set, every inbound message needs a valid HMAC-SHA256 signature."
+    )
+    tenants: list[str] = Field(
+        default_factory=list, description="Known tenants; empty admits any well-formed id."
+    )
+
+    # Bounded waits (seconds)
+    connect_timeout_s: float = Field(10.0, gt=0, le=300)
+    publish_timeout_s: float = Field(10.0, gt=0, le=300)
+    handler_timeout_s: float = Field(30.0, gt=0, le=3_600)
+    shutdown_drain_s: float = Field(10.0, gt=0, le=600)
+
+    # Store
+    db_path: Path = Path("var/privacyops.db")
+    db_busy_timeout_ms: int = Field(5_000, ge=0, le=600_000)
+
+    # Workers and logging
+    workers: list[str] = Field(default_factory=lambda: ["consent"])
+    log_format: Literal["auto", "json", "console"] = "auto"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("namespace")
+    @classmethod
+    def _namespace_is_a_name(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError("namespace must be lower-case letters, digits, '.', '-', '_'")
+        return value
+
+    @field_validator("retry_delays_ms")
+    @classmethod
+    def _delays_positive(cls, value: list[int]) -> list[int]:
+        if any(delay <= 0 for delay in value):
+            raise ValueError("retry delays must be positive milliseconds")
+        return value
+
+    @property
+    def max_attempts(self) -> int:
+        """Deliveries a message gets before it is dead-lettered."""
+        return len(self.retry_delays_ms) + 1

@@ -1,0 +1,1 @@
+"""Adapters to the outside world (RabbitMQ, SQLite, logging) and the worker runtime."""

@@ -1,0 +1,98 @@
+"""RabbitMQ edge: connection and confirmed publishing, errors translated.
+
+aio-pika and aiormq exceptions stop here (STYLE 4): callers see
+``BrokerUnavailable`` (retryable), ``PublishNacked`` (retryable) or
+``PublishRejected`` (permanent, unroutable).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import aio_pika
+import aiormq
+from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
+
+from infra.errors import BrokerUnavailable, PublishNacked, PublishRejected
+
+#: What aio-pika and aiormq raise when the broker is away or the channel is gone.
+BROKER_ERRORS: tuple[type[BaseException], ...] = (
+    aiormq.exceptions.AMQPError,
+    ConnectionError,
+    OSError,
+    asyncio.TimeoutError,
+    RuntimeError,  # aio-pika raises it for a channel closed under a pending call
+)
+
+
+async def connect(url: str, connect_timeout: float) -> AbstractRobustConnection:
+    """A robust connection: it reconnects and restores what it declared by itself."""
+    try:
+        return await aio_pika.connect_robust(url, timeout=connect_timeout)
+    except BROKER_ERRORS as exc:
+        raise BrokerUnavailable(f"cannot connect to the broker: {type(exc).__name__}") from exc
+
+
+async def open_channel(
+    connection: AbstractRobustConnection, *, prefetch: int = 0, confirms: bool = False
+) -> AbstractChannel:
+    try:
+        channel = await connection.channel(publisher_confirms=confirms, on_return_raises=confirms)
+        if prefetch:
+            await channel.set_qos(prefetch_count=prefetch)
+    except BROKER_ERRORS as exc:
+        raise BrokerUnavailable(f"cannot open a channel: {type(exc).__name__}") from exc
+    return channel
+
+
+class ConfirmedPublisher:
+    """Publishes with publisher confirms and ``mandatory``; waits at most ``timeout``."""
+
+    def __init__(self, channel: AbstractChannel, timeout: float) -> None:
+        self._channel = channel
+        self._timeout = timeout
+        self._exchanges: dict[str, AbstractExchange] = {}
+
+    async def publish(
+        self,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        *,
+        message_id: str | None = None,
+        correlation_id: str | None = None,
+        headers: Mapping[str, Any] | None = None,
+        timestamp: datetime | None = None,
+        content_type: str = "application/json",
+    ) -> None:
+        message = aio_pika.Message(
+            body,
+            headers=dict(headers or {}),
+            message_id=message_id,
+            correlation_id=correlation_id,
+            content_type=content_type,
+            timestamp=timestamp or datetime.now(UTC),
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        )
+        try:
+            target = await self._exchange(exchange)
+            await target.publish(message, routing_key, mandatory=True, timeout=self._timeout)
+        except aiormq.exceptions.PublishError as exc:
+            raise PublishRejected(
+                f"no queue bound on exchange {exchange!r} for routing key {routing_key!r}"
+            ) from exc
+        except aiormq.exceptions.DeliveryError as exc:
+            raise PublishNacked(f"broker nacked a publish to {exchange!r}") from exc
+        except BROKER_ERRORS as exc:
+            raise BrokerUnavailable(f"publish not confirmed: {type(exc).__name__}") from exc
+
+    async def _exchange(self, name: str) -> AbstractExchange:
+        if name not in self._exchanges:
+            if name == "":
+                self._exchanges[name] = self._channel.default_exchange
+            else:
+                self._exchanges[name] = await self._channel.get_exchange(name, ensure=False)
+        return self._exchanges[name]

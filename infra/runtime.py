@@ -1,0 +1,433 @@
+"""The worker runtime: consume, decode, dedupe, handle, commit, ack.
+
+One ``Consumer`` per worker. Deliveries are gathered into micro-batches (up to
+``batch_max`` messages or ``batch_window_ms``) and applied in one transaction:
+
+1. decode each body (size, signature, contract, tenant); a failure is permanent;
+2. in one transaction: skip message_ids already in the inbox, let the worker
+   load what it needs, run each handler, stage its effects and its inbox row;
+3. commit; then settle every delivery: a failed one is republished with
+   confirms to a retry tier or the dead-letter queue, and only then is
+   anything acknowledged. A crash before the ack means redelivery, which the
+   inbox absorbs: effects happen once, nothing is lost.
+
+If the batch's transaction fails, its messages are applied one at a time so a
+single bad message cannot hold the others back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
+
+from config.settings import Settings
+from infra.errors import (
+    HandlerCrashed,
+    HandlerTimeout,
+    InvalidMessage,
+    OversizedMessage,
+    PermanentError,
+    PrivacyOpsError,
+    RetryableError,
+    SignatureInvalid,
+    UnknownMessageType,
+)
+from infra.outbox import OutboxRelay
+from infra.rabbit import BROKER_ERRORS, ConfirmedPublisher
+from infra.redaction import describe_error
+from infra.store import SqliteStore, Transaction
+from infra.topology import Names
+from infra.worker import Effects, Worker
+from messages.envelope import Envelope
+from messages.registry import decode
+
+log = structlog.get_logger("privacyops.runtime")
+
+SIGNATURE_HEADER = "x-privacyops-signature"
+H_ATTEMPTS = "x-privacyops-attempts"
+H_ERROR_TYPE = "x-privacyops-error-type"
+H_ERROR = "x-privacyops-error"
+H_FIRST_FAILURE = "x-privacyops-first-failure"
+H_LAST_FAILURE = "x-privacyops-last-failure"
+H_WORKER = "x-privacyops-worker"
+H_ROUTING_KEY = "x-privacyops-routing-key"
+#: Broker-set headers that must not be copied onto a republished message.
+_BROKER_HEADERS = (
+    "x-death",
+    "x-first-death-exchange",
+    "x-first-death-queue",
+    "x-first-death-reason",
+    "x-last-death-exchange",
+    "x-last-death-queue",
+    "x-last-death-reason",
+    "x-delivery-count",
+)
+
+INBOX_SEEN = "SELECT message_id FROM inbox WHERE worker = ? AND tenant_id = ? AND message_id IN "
+INBOX_INSERT = (
+    "INSERT INTO inbox (worker, tenant_id, message_id, type, processed_at) VALUES (?, ?, ?, ?, ?)"
+)
+
+
+def sign(body: bytes, key: str) -> str:
+    """HMAC-SHA256 signature of a body, as carried in ``x-privacyops-signature``."""
+    return "sha256=" + hmac.new(key.encode(), body, hashlib.sha256).hexdigest()
+
+
+@dataclass
+class Delivery:
+    """One delivery from the broker and what became of it."""
+
+    raw: AbstractIncomingMessage
+    attempt: int
+    message: Envelope | None = None
+    error: PrivacyOpsError | None = None
+    effects: Effects | None = None
+    duplicate: bool = False
+
+    def context(self, worker: str) -> dict[str, Any]:
+        m = self.message
+        return {
+            "worker": worker,
+            "message_id": str(m.message_id) if m else self.raw.message_id,
+            "type": m.type if m else None,
+            "tenant": m.tenant_id if m else None,
+            "attempt": self.attempt,
+        }
+
+
+def attempt_of(raw: AbstractIncomingMessage) -> int:
+    """1 for a first try; failures recorded in our own header (x-death is not ours)."""
+    value = (raw.headers or {}).get(H_ATTEMPTS, 0)
+    return value + 1 if isinstance(value, int) and value >= 0 else 1
+
+
+@dataclass
+class Consumer:
+    """Runs one worker on its queue until stopped."""
+
+    worker: Worker
+    settings: Settings
+    store: SqliteStore
+    publisher: ConfirmedPublisher
+    relay: OutboxRelay
+    names: Names
+    _buffer: deque[AbstractIncomingMessage] = field(default_factory=deque)
+    _arrived: asyncio.Event = field(default_factory=asyncio.Event)
+    _queue: AbstractQueue | None = None
+    _tag: str | None = None
+    _task: asyncio.Task[None] | None = None
+    _busy: bool = False
+    _stopping: bool = False
+
+    async def start(self, queue: AbstractQueue) -> None:
+        self._queue = queue
+        self._tag = await queue.consume(self._on_message, no_ack=False)
+        self._task = asyncio.create_task(self._loop(), name=f"consumer:{self.worker.name}")
+        log.info("consumer_started", worker=self.worker.name, queue=queue.name)
+
+    @property
+    def consuming(self) -> bool:
+        return self._task is not None and not self._task.done() and not self._stopping
+
+    async def stop(self, drain_s: float) -> None:
+        """Stop consuming, finish the batch in flight within ``drain_s``, leave the rest."""
+        self._stopping = True
+        self._arrived.set()
+        if self._queue is not None and self._tag is not None:
+            with contextlib.suppress(*BROKER_ERRORS):
+                await asyncio.wait_for(self._queue.cancel(self._tag), timeout=drain_s)
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), timeout=drain_s)
+            except TimeoutError:
+                log.warning("drain_deadline_passed", worker=self.worker.name)
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
+        log.info("consumer_stopped", worker=self.worker.name, left_unacked=len(self._buffer))
+
+    async def _on_message(self, raw: AbstractIncomingMessage) -> None:
+        self._buffer.append(raw)
+        self._arrived.set()
+
+    async def _loop(self) -> None:
+        while not self._stopping:
+            batch = await self._next_batch()
+            if not batch:
+                continue
+            try:
+                await self.process(batch)
+            except Exception as exc:  # noqa: BLE001 - keep consuming; the broker redelivers
+                log.error(
+                    "batch_crashed",
+                    worker=self.worker.name,
+                    error_type=type(exc).__name__,
+                    error=describe_error(exc),
+                )
+                for raw in batch:
+                    await self._requeue(raw)
+
+    async def _next_batch(self) -> list[AbstractIncomingMessage]:
+        while not self._buffer and not self._stopping:
+            self._arrived.clear()
+            await self._arrived.wait()
+        window = self.settings.batch_window_ms / 1000
+        deadline = asyncio.get_running_loop().time() + window
+        while len(self._buffer) < self.settings.batch_max and not self._stopping:
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                break
+            self._arrived.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(remaining):
+                    await self._arrived.wait()
+        if self._stopping:
+            return []
+        count = min(len(self._buffer), self.settings.batch_max)
+        return [self._buffer.popleft() for _ in range(count)]
+
+    async def process(self, raws: Sequence[AbstractIncomingMessage]) -> None:
+        """Apply one batch and settle every delivery in it."""
+        deliveries = [self._decode(raw) for raw in raws]
+        await self._apply([d for d in deliveries if d.error is None])
+        await self._settle(deliveries)
+
+    # -- decode --------------------------------------------------------------------------
+
+    def _decode(self, raw: AbstractIncomingMessage) -> Delivery:
+        delivery = Delivery(raw=raw, attempt=attempt_of(raw))
+        try:
+            delivery.message = self._validate(raw)
+        except PermanentError as exc:
+            delivery.error = exc
+        return delivery
+
+    def _validate(self, raw: AbstractIncomingMessage) -> Envelope:
+        body = raw.body
+        if len(body) > self.settings.max_body_bytes:
+            raise OversizedMessage(
+                f"body of {len(body)} bytes exceeds the limit of {self.settings.max_body_bytes}"
+            )
+        self._verify_signature(raw)
+        message = decode(body)
+        if self.settings.tenants and message.tenant_id not in self.settings.tenants:
+            raise InvalidMessage("tenant_id: not a known tenant")
+        if message.type not in self.worker.handles:
+            raise UnknownMessageType(f"worker {self.worker.name} has no handler for this type")
+        return message
+
+    def _verify_signature(self, raw: AbstractIncomingMessage) -> None:
+        key = self.settings.signing_key
+        if key is None:
+            return
+        given = (raw.headers or {}).get(SIGNATURE_HEADER)
+        if not isinstance(given, str | bytes):
+            raise SignatureInvalid("signature header missing")
+        given_text = given.decode() if isinstance(given, bytes) else given
+        if not hmac.compare_digest(given_text, sign(raw.body, key.get_secret_value())):
+            raise SignatureInvalid("signature does not match the body")
+
+    # -- apply ---------------------------------------------------------------------------
+
+    async def _apply(self, deliveries: list[Delivery]) -> None:
+        if not deliveries:
+            return
+        try:
+            async with self.store.transaction() as tx:
+                await self._run_handlers(tx, deliveries)
+        except Exception as caught:  # noqa: BLE001 - last resort: route, never crash the loop
+            exc = _as_privacyops_error(caught)
+            for d in deliveries:
+                d.effects, d.duplicate = None, False
+            if len(deliveries) == 1 or isinstance(exc, RetryableError):
+                for d in deliveries:
+                    d.error = exc
+                log.warning(
+                    "batch_failed",
+                    worker=self.worker.name,
+                    size=len(deliveries),
+                    error_type=exc.code,
+                    error=describe_error(exc),
+                )
+                return
+            for d in deliveries:  # isolate the message that broke the batch
+                await self._apply([d])
+            return
+        self._after_commit(deliveries)
+
+    async def _run_handlers(self, tx: Transaction, deliveries: list[Delivery]) -> None:
+        fresh = await self._drop_duplicates(tx, deliveries)
+        await self.worker.prepare(tx, [d.message for d in fresh if d.message])
+        for d in fresh:
+            assert d.message is not None
+            effects = Effects(worker=self.worker.name, message=d.message, attempt=d.attempt)
+            with structlog.contextvars.bound_contextvars(**d.context(self.worker.name)):
+                d.error = await self._handle(d.message, effects)
+            if d.error is None:
+                d.effects = effects
+                tx.stage_all(effects.writes)
+                tx.stage(
+                    INBOX_INSERT,
+                    (
+                        self.worker.name,
+                        d.message.tenant_id,
+                        str(d.message.message_id),
+                        d.message.type,
+                        effects.now.isoformat(),
+                    ),
+                )
+
+    async def _handle(self, message: Envelope, effects: Effects) -> PrivacyOpsError | None:
+        try:
+            async with asyncio.timeout(self.settings.handler_timeout_s):
+                await self.worker.handle(message, effects)
+        except TimeoutError:
+            return HandlerTimeout(f"handler ran past {self.settings.handler_timeout_s}s")
+        except PrivacyOpsError as exc:
+            return exc
+        except Exception as exc:  # noqa: BLE001 - the runtime's last-resort handler (STYLE)
+            log.error("handler_crashed", error_type=type(exc).__name__, error=describe_error(exc))
+            return HandlerCrashed(f"{type(exc).__name__}: {describe_error(exc)}")
+        return None
+
+    async def _drop_duplicates(self, tx: Transaction, deliveries: list[Delivery]) -> list[Delivery]:
+        """Mark deliveries whose message_id is in the inbox or earlier in this batch."""
+        seen: set[tuple[str, str]] = set()
+        by_tenant: dict[str, list[str]] = {}
+        for d in deliveries:
+            assert d.message is not None
+            by_tenant.setdefault(d.message.tenant_id, []).append(str(d.message.message_id))
+        for tenant, ids in by_tenant.items():
+            marks = ", ".join("?" for _ in ids)
+            rows = await tx.fetchall(f"{INBOX_SEEN}({marks})", (self.worker.name, tenant, *ids))
+            seen.update((tenant, row[0]) for row in rows)
+        fresh = []
+        for d in deliveries:
+            assert d.message is not None
+            key = (d.message.tenant_id, str(d.message.message_id))
+            d.duplicate = key in seen
+            seen.add(key)
+            if not d.duplicate:
+                fresh.append(d)
+        return fresh
+
+    def _after_commit(self, deliveries: list[Delivery]) -> None:
+        """Log the committed effects and hand downstream events to the relay."""
+        events = []
+        for d in deliveries:
+            with structlog.contextvars.bound_contextvars(**d.context(self.worker.name)):
+                if d.duplicate:
+                    log.info("duplicate_skipped")
+                if d.effects is not None:
+                    for event, fields in d.effects.log_events:
+                        log.info(event, **fields)
+                    events.extend(d.effects.events)
+        if events:
+            self.relay.submit(events)
+
+    # -- settle --------------------------------------------------------------------------
+
+    async def _settle(self, deliveries: list[Delivery]) -> None:
+        """Route failures with confirms, then acknowledge; a routing failure leaves it unacked."""
+        done: list[AbstractIncomingMessage] = []
+        requeued = False
+        for d in deliveries:
+            if d.error is None:
+                done.append(d.raw)
+                continue
+            with structlog.contextvars.bound_contextvars(**d.context(self.worker.name)):
+                try:
+                    await self._route_failure(d, d.error)
+                except PrivacyOpsError as exc:
+                    log.error("failure_not_routed", error_type=exc.code, error=describe_error(exc))
+                    await self._requeue(d.raw)
+                    requeued = True
+                    continue
+            done.append(d.raw)
+        await self._ack(done, multiple=not requeued)
+
+    async def _route_failure(self, d: Delivery, error: PrivacyOpsError) -> None:
+        failures = d.attempt
+        delays = self.settings.retry_delays_ms
+        retry = isinstance(error, RetryableError) and failures <= len(delays)
+        key = (
+            Names.retry_key(self.worker.name, delays[failures - 1])
+            if retry
+            else Names.dlq_key(self.worker.name)
+        )
+        headers = self._failure_headers(d, error)
+        raw = d.raw
+        await self.publisher.publish(
+            self.names.internal,
+            key,
+            raw.body,
+            message_id=raw.message_id,
+            correlation_id=raw.correlation_id,
+            headers=headers,
+            timestamp=raw.timestamp,
+            content_type=raw.content_type or "application/json",
+        )
+        event = "retry_scheduled" if retry else "dead_lettered"
+        log.warning(
+            event,
+            error_type=error.code,
+            error=describe_error(error),
+            attempts=failures,
+            next_delay_ms=delays[failures - 1] if retry else None,
+        )
+
+    def _failure_headers(self, d: Delivery, error: PrivacyOpsError) -> dict[str, Any]:
+        now = datetime.now(UTC).isoformat()
+        old = dict(d.raw.headers or {})
+        headers = {k: v for k, v in old.items() if k not in _BROKER_HEADERS}
+        headers.update(
+            {
+                H_ATTEMPTS: d.attempt,
+                H_ERROR_TYPE: error.code,
+                H_ERROR: describe_error(error),
+                H_FIRST_FAILURE: old.get(H_FIRST_FAILURE) or now,
+                H_LAST_FAILURE: now,
+                H_WORKER: self.worker.name,
+                H_ROUTING_KEY: old.get(H_ROUTING_KEY) or d.raw.routing_key or "",
+            }
+        )
+        return headers
+
+    async def _requeue(self, raw: AbstractIncomingMessage) -> None:
+        with contextlib.suppress(*BROKER_ERRORS):
+            await raw.reject(requeue=True)
+
+    @staticmethod
+    async def _ack(done: list[AbstractIncomingMessage], multiple: bool) -> None:
+        """Acknowledge the batch: with ``multiple``, one ack per channel for its last tag.
+
+        That is safe only when every earlier delivery on the channel is settled: batches
+        run one at a time in delivery order, and a requeue that may have failed turns
+        ``multiple`` off.
+        """
+        last: dict[int, AbstractIncomingMessage] = {}
+        for raw in done:
+            last[id(raw.channel)] = raw
+        for raw in last.values() if multiple else done:
+            try:
+                await raw.ack(multiple=multiple)
+            except BROKER_ERRORS as exc:
+                # The channel closed since delivery: the broker redelivers, the inbox dedupes.
+                log.warning("ack_lost", error_type=type(exc).__name__)
+
+
+def _as_privacyops_error(exc: Exception) -> PrivacyOpsError:
+    if isinstance(exc, PrivacyOpsError):
+        return exc
+    return HandlerCrashed(f"{type(exc).__name__}: {describe_error(exc)}")

@@ -1,0 +1,118 @@
+"""Assembles a running privacyops process: store, broker, topology, consumers, relay.
+
+Resources are acquired in one place and closed in reverse order; a failure
+while closing one is logged and the rest still close (STYLE 7).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import structlog
+from aio_pika.abc import AbstractChannel, AbstractQueue, AbstractRobustConnection
+
+from config.settings import Settings
+from infra import rabbit, topology
+from infra.outbox import OutboxRelay
+from infra.redaction import describe_error
+from infra.runtime import Consumer
+from infra.store import SqliteStore
+from infra.topology import Names
+from infra.worker import Worker
+from workers.registry import build_workers
+
+log = structlog.get_logger("privacyops.service")
+
+
+class Service:
+    """One process running one or more workers against one broker and one store."""
+
+    def __init__(self, settings: Settings, workers: Sequence[Worker] | None = None) -> None:
+        self.settings = settings
+        self.workers = list(workers) if workers is not None else build_workers(settings.workers)
+        self.names = Names(settings.namespace)
+        self.store = SqliteStore(settings.db_path, settings.db_busy_timeout_ms)
+        self.consumers: list[Consumer] = []
+        self.relay: OutboxRelay | None = None
+        self.queues: dict[str, AbstractQueue] = {}
+        self._connection: AbstractRobustConnection | None = None
+        self._channels: list[AbstractChannel] = []
+        self._closers: list[tuple[str, Callable[[], Awaitable[Any]]]] = []
+
+    async def start(self) -> None:
+        s = self.settings
+        await self.store.open(w.schema for w in self.workers if w.schema)
+        self._closers.append(("store", self.store.close))
+        self._connection = await rabbit.connect(s.amqp_url.get_secret_value(), s.connect_timeout_s)
+        self._closers.append(("broker", self._connection.close))
+        publish_channel = await rabbit.open_channel(self._connection, confirms=True)
+        publisher = rabbit.ConfirmedPublisher(publish_channel, s.publish_timeout_s)
+        self.relay = OutboxRelay(self.store, publisher, self.names.outbound)
+        for worker in self.workers:
+            channel = await rabbit.open_channel(self._connection, prefetch=s.prefetch)
+            self._channels.append(channel)
+            queues = await topology.declare(
+                channel,
+                self.names,
+                {worker.name: worker.handles},
+                s.retry_delays_ms,
+                s.delivery_limit,
+            )
+            self.queues.update(queues)
+            consumer = Consumer(worker, s, self.store, publisher, self.relay, self.names)
+            self.consumers.append(consumer)
+        await self.relay.start()
+        self._closers.append(("relay", lambda: self._stop_relay()))
+        for consumer in self.consumers:
+            await consumer.start(self.queues[consumer.worker.name])
+        log.info(
+            "service_started",
+            workers=[w.name for w in self.workers],
+            namespace=s.namespace,
+            store=str(s.db_path),
+        )
+
+    async def _stop_relay(self) -> None:
+        if self.relay is not None:
+            await self.relay.stop(self.settings.shutdown_drain_s)
+
+    async def stop(self) -> None:
+        """Stop consuming, drain, then close relay, broker and store in reverse order."""
+        drain = self.settings.shutdown_drain_s
+        await asyncio.gather(*(c.stop(drain) for c in self.consumers))
+        while self._closers:
+            name, close = self._closers.pop()
+            try:
+                await asyncio.wait_for(close(), timeout=drain)
+            except Exception as exc:  # noqa: BLE001 - keep closing the rest (STYLE 7)
+                log.error(
+                    "close_failed",
+                    resource=name,
+                    error_type=type(exc).__name__,
+                    error=describe_error(exc),
+                )
+        log.info("service_stopped")
+
+    @property
+    def ready(self) -> bool:
+        return bool(self.consumers) and all(c.consuming for c in self.consumers)
+
+    async def run_until_signalled(self) -> None:
+        """Run until SIGTERM or SIGINT, then shut down gracefully."""
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await self.start()
+            await stop.wait()
+            log.info("shutdown_requested")
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                with contextlib.suppress(Exception):
+                    loop.remove_signal_handler(sig)
+            await self.stop()

@@ -1,0 +1,98 @@
+"""The versioned envelope every message travels in.
+
+``message_id`` identifies one message (a redelivery keeps it, so it is the
+dedupe key); ``type`` and ``version`` select the payload model; ``tenant_id``
+scopes every effect; ``occurred_at`` is an aware UTC time at the source;
+``correlation_id`` ties the messages of one business flow together.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Self
+from uuid import UUID, uuid4
+
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
+
+#: How far in the future an occurred_at may lie (clock skew between systems).
+MAX_CLOCK_SKEW = timedelta(minutes=5)
+
+_LONG_NUMBER = re.compile(r"^\d{9,}$")
+
+
+def _to_utc(value: datetime) -> datetime:
+    return value.astimezone(UTC)
+
+
+def _not_a_phone_or_id_number(value: str) -> str:
+    # A reference made only of 9+ digits is most likely a phone or ID number:
+    # personal data where an opaque reference belongs.
+    if _LONG_NUMBER.match(value):
+        raise ValueError("subject_ref must be an opaque reference, not a phone or ID number")
+    return value
+
+
+TenantId = Annotated[
+    str,
+    StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{1,62}$"),
+    Field(description="The collection agency (tenant) that owns the data.", examples=["acme"]),
+]
+SubjectRef = Annotated[
+    str,
+    StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"),
+    AfterValidator(_not_a_phone_or_id_number),
+    Field(
+        description="Opaque reference to the data subject in the tenant's records. Never a "
+        "name, e-mail address, phone or ID number.",
+        examples=["debtor-7f3a9c"],
+    ),
+]
+UtcDatetime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
+CorrelationId = Annotated[
+    str,
+    StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"),
+    Field(description="Ties the messages of one business flow together."),
+]
+
+
+class Frozen(BaseModel):
+    """Base of every wire model: immutable, no unknown fields."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Envelope(Frozen):
+    """Fields common to every message; subclasses pin ``type``, ``version`` and ``payload``."""
+
+    message_id: UUID = Field(
+        default_factory=uuid4, description="Unique per message; the deduplication key."
+    )
+    type: str = Field(description="Message type, e.g. consent.changed.")
+    version: int = Field(ge=1, description="Schema version of this type.")
+    tenant_id: TenantId
+    occurred_at: UtcDatetime = Field(
+        default_factory=lambda: datetime.now(UTC),
+        description="When it happened at the source; aware, stored as UTC.",
+    )
+    correlation_id: CorrelationId | None = None
+    payload: Any
+
+    @model_validator(mode="after")
+    def _not_in_the_future(self) -> Self:
+        if self.occurred_at > datetime.now(UTC) + MAX_CLOCK_SKEW:
+            raise ValueError("occurred_at lies more than 5 minutes in the future")
+        return self
+
+    @property
+    def routing_key(self) -> str:
+        """Messages are routed by type on the topic exchange."""
+        return self.type

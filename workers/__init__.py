@@ -1,0 +1,1 @@
+"""One module per worker; each handler reads like the rule it enforces."""
