@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -78,6 +78,10 @@ class Settings(BaseSettings):
         if any(delay <= 0 for delay in value):
             raise ValueError("retry delays must be positive milliseconds")
         return value
+
+    def with_changes(self, **changes: Any) -> Settings:
+        """A validated copy with some fields changed (``model_copy`` would skip validation)."""
+        return type(self).model_validate({**self.model_dump(), **changes})
 
     @property
     def max_attempts(self) -> int:

@@ -81,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
     if args.workers:
-        settings = settings.model_copy(update={"workers": args.workers})
+        settings = settings.with_changes(workers=args.workers)
     service = Service(settings)
     asyncio.run(service.run_until_signalled())
     return EXIT_OK

@@ -177,6 +177,9 @@ class Consumer:
                 )
                 for raw in batch:
                     await self._requeue(raw)
+                # Do not spin: the broker's delivery limit dead-letters a message that
+                # keeps crashing the loop (x-delivery-limit, counted per requeue).
+                await asyncio.sleep(1.0)
 
     async def _next_batch(self) -> list[AbstractIncomingMessage]:
         while not self._buffer and not self._stopping:

@@ -20,6 +20,7 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    ValidationInfo,
     model_validator,
 )
 
@@ -64,6 +65,19 @@ CorrelationId = Annotated[
 ]
 
 
+#: Fields a message on the wire must carry. The models give message_id and occurred_at
+#: defaults for convenience when building a message, but a received message without them
+#: could not be deduplicated (a redelivery would get a new id), so decoding requires them.
+WIRE_REQUIRED = ("message_id", "type", "version", "tenant_id", "occurred_at", "payload")
+
+
+def _wire_required(schema: dict[str, Any]) -> None:
+    schema["required"] = [
+        *WIRE_REQUIRED,
+        *(f for f in schema.get("required", []) if f not in WIRE_REQUIRED),
+    ]
+
+
 class Frozen(BaseModel):
     """Base of every wire model: immutable, no unknown fields."""
 
@@ -72,6 +86,8 @@ class Frozen(BaseModel):
 
 class Envelope(Frozen):
     """Fields common to every message; subclasses pin ``type``, ``version`` and ``payload``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", json_schema_extra=_wire_required)
 
     message_id: UUID = Field(
         default_factory=uuid4, description="Unique per message; the deduplication key."
@@ -85,6 +101,15 @@ class Envelope(Frozen):
     )
     correlation_id: CorrelationId | None = None
     payload: Any
+
+    @model_validator(mode="before")
+    @classmethod
+    def _complete_on_the_wire(cls, data: Any, info: ValidationInfo) -> Any:
+        if info.context and info.context.get("wire") and isinstance(data, dict):
+            missing = [f for f in WIRE_REQUIRED if f not in data]
+            if missing:
+                raise ValueError(f"missing on the wire: {', '.join(missing)}")
+        return data
 
     @model_validator(mode="after")
     def _not_in_the_future(self) -> Self:

@@ -29,7 +29,7 @@ _ADAPTER: TypeAdapter[Envelope] = TypeAdapter(_AnyMessage)
 def decode(body: bytes) -> Envelope:
     """Validate ``body`` against the contract; raise a permanent error if it does not fit."""
     try:
-        return _ADAPTER.validate_json(body)
+        return _ADAPTER.validate_json(body, context={"wire": True})
     except ValidationError as exc:
         raise _translate(exc) from None
 
@@ -56,7 +56,7 @@ def _summary(errors: list[Any]) -> str:
     parts = []
     for error in errors[:10]:
         # The first element of loc is the union member (the type name); skip it.
-        loc = ".".join(str(p) for p in error["loc"][1:]) or "body"
+        loc = ".".join(str(p) for p in error["loc"][1:]) or "message"
         parts.append(f"{redact_text(loc)}: {redact_text(str(error['msg']))}")
     more = f" (+{len(errors) - 10} more)" if len(errors) > 10 else ""
     return "; ".join(parts) + more

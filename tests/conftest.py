@@ -102,7 +102,7 @@ async def start_service(settings: Settings) -> AsyncIterator[ServiceFactory]:
     worker_names: set[str] = set()
 
     async def start(workers: list[Worker] | None = None, **overrides: Any) -> Service:
-        service = Service(settings.model_copy(update=overrides), workers)
+        service = Service(settings.with_changes(**overrides), workers)
         worker_names.update(w.name for w in service.workers)
         await service.start()
         started.append(service)
@@ -150,11 +150,11 @@ def consent_changed(
 
 
 async def wait_until(
-    predicate: Callable[[], Awaitable[bool]], timeout: float = 20.0, interval: float = 0.05
+    predicate: Callable[[], Awaitable[bool]], within: float = 20.0, interval: float = 0.05
 ) -> None:
-    """Poll ``predicate`` until true; fail after ``timeout`` seconds."""
-    async with asyncio.timeout(timeout):
-        while not await predicate():
+    """Poll ``predicate`` until true; fail after ``within`` seconds."""
+    async with asyncio.timeout(within):
+        while not await predicate():  # noqa: ASYNC110 - polling the store and the broker
             await asyncio.sleep(interval)
 
 
