@@ -1,0 +1,74 @@
+"""The SQLite store: transactions, staging, error translation."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from infra.errors import StoreRejected, StoreUnavailable
+from infra.store import SqliteStore, translate
+
+SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS t (tenant_id TEXT NOT NULL, k TEXT NOT NULL, v INTEGER, "
+    "PRIMARY KEY (tenant_id, k))"
+)
+
+
+@pytest.fixture
+async def store(tmp_path: Path):
+    store = SqliteStore(tmp_path / "s.db")
+    await store.open([SCHEMA])
+    yield store
+    await store.close()
+
+
+async def test_staged_writes_commit_together_and_reads_see_them(store: SqliteStore) -> None:
+    async with store.transaction() as tx:
+        tx.stage("INSERT INTO t VALUES (?, ?, ?)", ("acme", "a", 1))
+        tx.stage("INSERT INTO t VALUES (?, ?, ?)", ("acme", "b", 2))
+        assert await tx.fetchall("SELECT k FROM t WHERE tenant_id = ? ORDER BY k", ("acme",)) == [
+            ("a",),
+            ("b",),
+        ]
+    async with store.transaction() as tx:
+        assert await tx.fetchone("SELECT count(*) FROM t WHERE tenant_id = ?", ("acme",)) == (2,)
+
+
+async def test_a_failing_block_rolls_back(store: SqliteStore) -> None:
+    with pytest.raises(StoreRejected):
+        async with store.transaction() as tx:
+            tx.stage("INSERT INTO t VALUES (?, ?, ?)", ("acme", "a", 1))
+            tx.stage("INSERT INTO t VALUES (?, ?, ?)", ("acme", "a", 2))  # duplicate key
+    async with store.transaction() as tx:
+        assert await tx.fetchone("SELECT count(*) FROM t WHERE tenant_id = ?", ("acme",)) == (0,)
+
+
+async def test_locked_database_is_retryable(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "s.db", busy_timeout_ms=50)
+    await store.open([SCHEMA])
+    blocker = sqlite3.connect(tmp_path / "s.db", isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(StoreUnavailable):
+            async with store.transaction():
+                pass
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+        await store.close()
+
+
+def test_translation_names_no_values() -> None:
+    error = translate(sqlite3.IntegrityError("UNIQUE constraint failed: t.k 'jane@example.com'"))
+    assert isinstance(error, StoreRejected)
+    assert "jane" not in str(error)
+    assert isinstance(translate(sqlite3.OperationalError("database is locked")), StoreUnavailable)
+
+
+async def test_closed_store_is_unavailable(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "s.db")
+    with pytest.raises(StoreUnavailable):
+        async with store.transaction():
+            pass
