@@ -102,3 +102,8 @@ class ConsentUpdated(Envelope):
     type: Literal["consent.updated"] = "consent.updated"
     version: Literal[1] = 1
     payload: ConsentUpdatedPayload
+
+
+#: Types upstream systems publish, and types privacyops publishes (see messages.registry).
+INBOUND: tuple[type[Envelope], ...] = (ConsentChanged,)
+OUTBOUND: tuple[type[Envelope], ...] = (ConsentUpdated,)

@@ -7,23 +7,38 @@ can go into a dead-letter header as it is.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal, Union, cast, get_args
 
 from pydantic import Field, TypeAdapter, ValidationError
 
 from infra.errors import InvalidMessage, UndecodableMessage, UnknownMessageType
 from infra.redaction import redact_text
-from messages.consent import ConsentChanged, ConsentUpdated
+from messages import consent
 from messages.envelope import Envelope
 
-#: Every message type the contract knows, by type name; the value says who publishes it.
-MESSAGE_TYPES: dict[str, tuple[type[Envelope], str]] = {
-    "consent.changed": (ConsentChanged, "upstream"),
-    "consent.updated": (ConsentUpdated, "privacyops"),
-}
+Publisher = Literal["upstream", "privacyops"]
 
-_AnyMessage = Annotated[ConsentChanged | ConsentUpdated, Field(discriminator="type")]
-_ADAPTER: TypeAdapter[Envelope] = TypeAdapter(_AnyMessage)
+#: The message families; each module lists its types in ``INBOUND`` and ``OUTBOUND``.
+FAMILIES = (consent,)
+
+
+def _types() -> dict[str, tuple[type[Envelope], Publisher]]:
+    found: dict[str, tuple[type[Envelope], Publisher]] = {}
+    for family in FAMILIES:
+        for models, publisher in ((family.INBOUND, "upstream"), (family.OUTBOUND, "privacyops")):
+            for model in models:
+                (name,) = get_args(model.model_fields["type"].annotation)
+                found[name] = (model, cast(Publisher, publisher))
+    return found
+
+
+#: Every message type the contract knows, by type name, with who publishes it.
+MESSAGE_TYPES: dict[str, tuple[type[Envelope], Publisher]] = _types()
+
+_MODELS = tuple(model for model, _ in MESSAGE_TYPES.values())
+_ADAPTER: TypeAdapter[Envelope] = TypeAdapter(
+    Annotated[Union[_MODELS], Field(discriminator="type")]  # type: ignore[arg-type]  # noqa: UP007
+)
 
 
 def decode(body: bytes) -> Envelope:
