@@ -15,7 +15,7 @@ import argparse
 import asyncio
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,25 +36,38 @@ from workers.registry import build_workers
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="privacyops", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+Handler = Callable[[argparse.Namespace, Settings], int]
+
+
+def _register_core(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     run = sub.add_parser("run", help="run workers until SIGTERM/SIGINT")
     run.add_argument("--worker", action="append", dest="workers", metavar="NAME")
+    run.set_defaults(handler=_run)
     topo = sub.add_parser("topology", help="broker topology")
     topo.add_argument("action", choices=["declare"])
     topo.add_argument("--worker", action="append", dest="workers", metavar="NAME")
+    topo.set_defaults(handler=_topology)
     pub = sub.add_parser(
         "publish", help="validate and publish messages (JSON object, array or JSON Lines)"
     )
     pub.add_argument("file", help="path, or - for standard input")
+    pub.set_defaults(handler=_publish)
     schema = sub.add_parser("schema", help="write JSON Schemas and docs/asyncapi.json")
     schema.add_argument("--out", type=Path, default=Path("docs"))
+    schema.set_defaults(handler=_schema)
     consent = sub.add_parser("consent", help="consent queries")
     consent.add_argument("action", choices=["check"])
     consent.add_argument("tenant")
     consent.add_argument("subject_ref")
     consent.add_argument("channel")
+    consent.set_defaults(handler=_consent)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="privacyops", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for register in REGISTRARS:
+        register(sub)
     return parser
 
 
@@ -68,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"  {'.'.join(map(str, error['loc']))}: {error['msg']}", file=sys.stderr)
         return EXIT_USAGE
     plog.configure(settings.log_level, settings.log_format)
-    handler = _COMMANDS[args.command]
+    handler: Handler = args.handler
     try:
         return handler(args, settings)
     except ValueError as exc:
@@ -180,10 +193,7 @@ def _consent(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK if contactable else EXIT_FAILED
 
 
-_COMMANDS = {
-    "run": _run,
-    "topology": _topology,
-    "publish": _publish,
-    "schema": _schema,
-    "consent": _consent,
-}
+#: Each feature adds its subcommands with a ``register(subparsers)`` function here.
+REGISTRARS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
+    _register_core,
+]

@@ -202,7 +202,14 @@ class Consumer:
 
     async def process(self, raws: Sequence[AbstractIncomingMessage]) -> None:
         """Apply one batch and settle every delivery in it."""
-        deliveries = [self._decode(raw) for raw in raws]
+        live = [raw for raw in raws if not raw.channel.is_closed]
+        if len(live) < len(raws):
+            # Delivered on a channel lost since (broker restart): the broker redelivers
+            # them on the restored channel, so handling them now would only double the work.
+            log.info(
+                "stale_deliveries_dropped", worker=self.worker.name, count=len(raws) - len(live)
+            )
+        deliveries = [self._decode(raw) for raw in live]
         await self._apply([d for d in deliveries if d.error is None])
         await self._settle(deliveries)
 
