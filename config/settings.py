@@ -60,6 +60,10 @@ class Settings(BaseSettings):
     db_path: Path = Path("var/privacyops.db")
     db_busy_timeout_ms: int = Field(5_000, ge=0, le=600_000)
 
+    sweep_interval_s: float = Field(
+        60.0, gt=0, le=86_400, description="Seconds between periodic sweeps (deadlines, holds)."
+    )
+
     # Workers and logging
     workers: list[str] = Field(default_factory=lambda: ["consent"])
     log_format: Literal["auto", "json", "console"] = "auto"

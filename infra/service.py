@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import signal
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
@@ -17,6 +18,7 @@ from aio_pika.abc import AbstractChannel, AbstractQueue, AbstractRobustConnectio
 
 from config.settings import Settings
 from infra import rabbit, topology
+from infra.errors import PrivacyOpsError
 from infra.outbox import OutboxRelay
 from infra.redaction import describe_error
 from infra.runtime import Consumer
@@ -42,6 +44,22 @@ class Service:
         self._connection: AbstractRobustConnection | None = None
         self._channels: list[AbstractChannel] = []
         self._closers: list[tuple[str, Callable[[], Awaitable[Any]]]] = []
+        self._tickers: list[asyncio.Task[None]] = []
+
+    async def _tick(self, worker: Worker) -> None:
+        """Run a worker's periodic work until stopped; a failed sweep is logged and retried."""
+        assert self.relay is not None
+        while True:
+            try:
+                await worker.tick(self.store, self.relay, datetime.now(UTC))
+            except PrivacyOpsError as exc:
+                log.warning(
+                    "sweep_failed",
+                    worker=worker.name,
+                    error_type=exc.code,
+                    error=describe_error(exc),
+                )
+            await asyncio.sleep(self.settings.sweep_interval_s)
 
     async def start(self) -> None:
         s = self.settings
@@ -69,6 +87,11 @@ class Service:
         self._closers.append(("relay", lambda: self._stop_relay()))
         for consumer in self.consumers:
             await consumer.start(self.queues[consumer.worker.name])
+        for worker in self.workers:
+            if worker.periodic:
+                self._tickers.append(
+                    asyncio.create_task(self._tick(worker), name=f"tick:{worker.name}")
+                )
         log.info(
             "service_started",
             workers=[w.name for w in self.workers],
@@ -83,6 +106,9 @@ class Service:
     async def stop(self) -> None:
         """Stop consuming, drain, then close relay, broker and store in reverse order."""
         drain = self.settings.shutdown_drain_s
+        for ticker in self._tickers:
+            ticker.cancel()
+        await asyncio.gather(*self._tickers, return_exceptions=True)
         await asyncio.gather(*(c.stop(drain) for c in self.consumers))
         while self._closers:
             name, close = self._closers.pop()

@@ -18,10 +18,12 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 from uuid import uuid4
 
-from infra.store import Row, Transaction
+import structlog
+
+from infra.store import Row, SqliteStore, Transaction
 from messages.envelope import Envelope
 from messages.registry import encode
 
@@ -51,32 +53,68 @@ class OutboundEvent:
 
 @dataclass
 class Effects:
-    """Everything one message changes; applied all together or not at all."""
+    """Everything one message changes; applied all together or not at all.
+
+    Built by the runtime for each message. Periodic sweeps and admin commands,
+    which act without a message, build one with ``Effects.standalone`` and
+    commit it with ``commit_effects``.
+    """
 
     worker: str
-    message: Envelope
+    message: Envelope | None
     attempt: int
     now: datetime = field(default_factory=lambda: datetime.now(UTC))
     writes: list[tuple[str, Row]] = field(default_factory=list)
     events: list[OutboundEvent] = field(default_factory=list)
     log_events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    tenant_id: str = ""
+    message_id: str | None = None
+    correlation_id: str | None = None
+    actor: str = ""
+
+    def __post_init__(self) -> None:
+        if self.message is not None:
+            self.tenant_id = self.message.tenant_id
+            self.message_id = str(self.message.message_id)
+            self.correlation_id = self.message.correlation_id
+        self.actor = self.actor or f"worker:{self.worker}"
+
+    @classmethod
+    def standalone(
+        cls,
+        worker: str,
+        tenant_id: str,
+        *,
+        actor: str = "",
+        correlation_id: str | None = None,
+        now: datetime | None = None,
+    ) -> Effects:
+        """Effects of a sweep or an admin action: scoped to one tenant, no message."""
+        return cls(
+            worker=worker,
+            message=None,
+            attempt=0,
+            now=now or datetime.now(UTC),
+            tenant_id=tenant_id,
+            correlation_id=correlation_id,
+            actor=actor,
+        )
 
     def write(self, sql: str, params: Row) -> None:
         self.writes.append((sql, params))
 
     def audit(self, action: str, subject_ref: str | None, **details: Any) -> None:
         """An audit row in the same transaction, and the same facts as a log event."""
-        m = self.message
         self.write(
             AUDIT_INSERT,
             (
-                m.tenant_id,
+                self.tenant_id,
                 self.now.isoformat(),
-                f"worker:{self.worker}",
+                self.actor,
                 action,
                 subject_ref,
-                str(m.message_id),
-                m.correlation_id,
+                self.message_id,
+                self.correlation_id,
                 self.attempt,
                 json.dumps(details, default=str, sort_keys=True),
             ),
@@ -102,20 +140,25 @@ class Effects:
         self, subject_ref: str, kind: str, channel: str | None, context: dict[str, Any]
     ) -> None:
         """A notice for the subject, queued in the notification outbox."""
-        m = self.message
         self.write(
             NOTICE_INSERT,
             (
                 str(uuid4()),
-                m.tenant_id,
+                self.tenant_id,
                 subject_ref,
                 kind,
                 channel,
                 json.dumps(context, default=str, sort_keys=True),
-                str(m.message_id),
+                self.message_id,
                 self.now.isoformat(),
             ),
         )
+
+
+class EventSink(Protocol):
+    """Takes committed outbound events for publishing (the outbox relay)."""
+
+    def submit(self, events: Sequence[OutboundEvent]) -> None: ...
 
 
 class Worker(ABC):
@@ -128,9 +171,33 @@ class Worker(ABC):
     #: SQL creating the worker's own tables (idempotent).
     schema: ClassVar[str] = ""
 
+    #: True when the worker has periodic work: ``tick`` runs every ``sweep_interval_s``.
+    periodic: ClassVar[bool] = False
+
+    async def tick(self, store: SqliteStore, sink: EventSink, now: datetime) -> None:  # noqa: B027
+        """Periodic work such as deadline and hold sweeps. Default: nothing."""
+
     async def prepare(self, tx: Transaction, messages: Sequence[Envelope]) -> None:  # noqa: B027
         """Load in one query whatever the batch's handlers will read. Default: nothing."""
 
     @abstractmethod
     async def handle(self, message: Envelope, effects: Effects) -> None:
         """Apply the rule to one message, recording effects; raise a PrivacyOpsError to refuse."""
+
+
+async def commit_effects(store: SqliteStore, sink: EventSink | None, *batch: Effects) -> None:
+    """Commit standalone effects in one transaction, then log them and hand over events."""
+    async with store.transaction() as tx:
+        for effects in batch:
+            tx.stage_all(effects.writes)
+    log = structlog.get_logger("privacyops.effects")
+    events: list[OutboundEvent] = []
+    for effects in batch:
+        with structlog.contextvars.bound_contextvars(
+            worker=effects.worker, tenant=effects.tenant_id, actor=effects.actor
+        ):
+            for event, fields in effects.log_events:
+                log.info(event, **fields)
+        events.extend(effects.events)
+    if events and sink is not None:
+        sink.submit(events)
