@@ -101,7 +101,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _topology(args: argparse.Namespace, settings: Settings) -> int:
-    workers = build_workers(args.workers or settings.workers)
+    workers = build_workers(args.workers or settings.workers, settings)
 
     async def declare() -> None:
         connection = await rabbit.connect(

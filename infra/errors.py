@@ -13,6 +13,7 @@ fields, types and opaque references, never values.
     │   ├── StoreUnavailable        database locked, busy or unreachable
     │   ├── HandlerTimeout          a handler ran past its deadline
     │   ├── PublishNacked           the broker nacked a publish (e.g. queue full)
+    │   ├── NotYetKnown             refers to something not yet recorded (out of order)
     │   └── ProviderUnavailable     a notification provider is down
     └── PermanentError              the same message will fail the same way
         ├── UndecodableMessage      not UTF-8 JSON
@@ -67,6 +68,12 @@ class ProviderUnavailable(RetryableError):
 
 class PublishNacked(RetryableError):
     code = "publish_nacked"
+
+
+class NotYetKnown(RetryableError):
+    """A follow-up arrived before what it refers to; it may be known on a later try."""
+
+    code = "not_yet_known"
 
 
 class UndecodableMessage(PermanentError):

@@ -186,10 +186,15 @@ class Worker(ABC):
 
 
 async def commit_effects(store: SqliteStore, sink: EventSink | None, *batch: Effects) -> None:
-    """Commit standalone effects in one transaction, then log them and hand over events."""
+    """Commit standalone effects in one transaction, then announce them."""
     async with store.transaction() as tx:
         for effects in batch:
             tx.stage_all(effects.writes)
+    announce(sink, *batch)
+
+
+def announce(sink: EventSink | None, *batch: Effects) -> None:
+    """After commit: log the audit events and hand the outbound events to the relay."""
     log = structlog.get_logger("privacyops.effects")
     events: list[OutboundEvent] = []
     for effects in batch:

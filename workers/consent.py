@@ -123,7 +123,9 @@ class ConsentWorker(Worker):
     handles: ClassVar[tuple[str, ...]] = ("consent.changed",)
     schema: ClassVar[str] = SCHEMA
 
-    def __init__(self) -> None:
+    def __init__(self, confirm_changes: bool = True) -> None:
+        #: False when a caller (an objection request) confirms to the subject itself.
+        self.confirm_changes = confirm_changes
         self._current: dict[Key, Current] = {}
 
     async def prepare(self, tx: Transaction, messages: Sequence[Envelope]) -> None:
@@ -213,8 +215,7 @@ class ConsentWorker(Worker):
             ),
         )
 
-    @staticmethod
-    def _announce(message: ConsentChanged, current: Current | None, effects: Effects) -> None:
+    def _announce(self, message: ConsentChanged, current: Current | None, effects: Effects) -> None:
         """Audit, tell downstream senders, and confirm to the subject."""
         change = message.payload
         previous = current.status if current else None
@@ -242,6 +243,8 @@ class ConsentWorker(Worker):
                 ),
             )
         )
+        if not self.confirm_changes:
+            return
         notice_channel = change.channel.value if change.channel in _NOTIFIABLE else None
         effects.notify(
             change.subject_ref,

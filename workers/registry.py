@@ -1,19 +1,20 @@
-"""The workers this build knows, by name."""
+"""The workers this build knows, by name; each factory takes the settings."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
+from config.settings import Settings
 from infra.worker import Worker
 from workers.consent import ConsentWorker
 
-WORKERS: dict[str, Callable[[], Worker]] = {
-    ConsentWorker.name: ConsentWorker,
+WORKERS: dict[str, Callable[[Settings], Worker]] = {
+    ConsentWorker.name: lambda settings: ConsentWorker(),
 }
 
 
-def build_workers(names: Iterable[str]) -> list[Worker]:
+def build_workers(names: Iterable[str], settings: Settings) -> list[Worker]:
     unknown = sorted(set(names) - set(WORKERS))
     if unknown:
         raise ValueError(f"unknown worker(s): {', '.join(unknown)}; known: {sorted(WORKERS)}")
-    return [WORKERS[name]() for name in dict.fromkeys(names)]
+    return [WORKERS[name](settings) for name in dict.fromkeys(names)]
