@@ -131,12 +131,14 @@ def read_messages(text: str) -> list[Envelope]:
     """Parse a JSON object, a JSON array or JSON Lines and validate every message."""
     stripped = text.strip()
     items: list[Any]
-    if stripped.startswith("["):
-        items = json.loads(stripped)
-    elif "\n" in stripped and not stripped.startswith("{\n"):
+    try:
+        document = json.loads(stripped)
+    except json.JSONDecodeError:
+        if "\n" not in stripped:
+            raise
         items = [json.loads(line) for line in stripped.splitlines() if line.strip()]
     else:
-        items = [json.loads(stripped)]
+        items = document if isinstance(document, list) else [document]
     messages = []
     for index, item in enumerate(items, start=1):
         try:
@@ -150,7 +152,11 @@ def read_messages(text: str) -> list[Envelope]:
 
 
 def _publish(args: argparse.Namespace, settings: Settings) -> int:
-    text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text()
+    try:
+        text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text()
+    except OSError as exc:
+        print(f"privacyops: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
+        return EXIT_USAGE
     try:
         messages = read_messages(text)
     except json.JSONDecodeError as exc:

@@ -84,6 +84,10 @@ class ConfirmedPublisher:
             raise PublishRejected(
                 f"no queue bound on exchange {exchange!r} for routing key {routing_key!r}"
             ) from exc
+        except aiormq.exceptions.ChannelNotFoundEntity as exc:
+            raise PublishRejected(
+                f"exchange {exchange!r} does not exist; run privacyops topology declare"
+            ) from exc
         except aiormq.exceptions.DeliveryError as exc:
             raise PublishNacked(f"broker nacked a publish to {exchange!r}") from exc
         except BROKER_ERRORS as exc:

@@ -35,7 +35,9 @@ class Service:
 
     def __init__(self, settings: Settings, workers: Sequence[Worker] | None = None) -> None:
         self.settings = settings
-        self.workers = list(workers) if workers is not None else build_workers(settings.workers, settings)
+        self.workers = (
+            list(workers) if workers is not None else build_workers(settings.workers, settings)
+        )
         self.names = Names(settings.namespace)
         self.store = SqliteStore(settings.db_path, settings.db_busy_timeout_ms)
         self.consumers: list[Consumer] = []

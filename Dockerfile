@@ -1,0 +1,41 @@
+# privacyops workers. Build: docker build -t privacyops .   Run: see docker-compose.yml.
+# Stage 1 builds a wheel from pyproject.toml; stage 2 installs it (not editable), so the
+# image holds the installed package only, not the source tree.
+FROM python:3.11-slim AS build
+
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY config ./config
+COPY infra ./infra
+COPY messages ./messages
+COPY workers ./workers
+RUN pip wheel --no-deps --wheel-dir /wheels .
+
+
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+COPY --from=build /wheels /wheels
+RUN pip install /wheels/*.whl \
+ && rm -rf /wheels \
+ && groupadd --system --gid 10001 privacyops \
+ && useradd --system --uid 10001 --gid privacyops --home-dir /app --no-create-home \
+      --shell /usr/sbin/nologin privacyops \
+ && mkdir -p /app /data \
+ && chown privacyops:privacyops /app /data
+
+# The SQLite store lives on the /data volume; other settings come from PRIVACYOPS_* variables.
+ENV PRIVACYOPS_DB_PATH=/data/privacyops.db
+VOLUME ["/data"]
+WORKDIR /app
+USER privacyops
+
+# privacyops handles SIGTERM itself (drain, then exit); it runs as PID 1 in exec form.
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["privacyops"]
+CMD ["run"]
