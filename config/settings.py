@@ -8,6 +8,7 @@ and pass it down. Every wait has a finite default here (STYLE 6).
 
 from __future__ import annotations
 
+import getpass
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -16,6 +17,15 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _NAME = re.compile(r"^[a-z][a-z0-9_-]{0,40}(\.[a-z0-9_-]{1,40})*$")
+_OPERATOR = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
+
+
+def _os_user() -> str:
+    """The login name of the process, for audit entries when no operator is configured."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (some containers)
+        return "unknown"
 
 
 class Settings(BaseSettings):
@@ -60,14 +70,59 @@ class Settings(BaseSettings):
     db_path: Path = Path("var/privacyops.db")
     db_busy_timeout_ms: int = Field(5_000, ge=0, le=600_000)
 
+    # Data-subject requests
+    datamap_path: Path | None = Field(
+        None, description="Data map TOML; default config/datamap.toml."
+    )
+    retention_path: Path | None = Field(
+        None, description="Retention holds TOML; default config/retention.toml."
+    )
+    export_dir: Path = Path("var/exports")
+    export_key: SecretStr | None = Field(
+        None, description="Fernet key for export packages and value digests; else export_key_file."
+    )
+    export_key_file: Path = Path("var/export.key")
+    package_ttl_hours: float = Field(168.0, gt=0, le=24 * 90)
+    restriction_lift_notice_hours: float = Field(
+        72.0, ge=0, le=24 * 60, description="Notice given before a restriction is lifted (s14(8))."
+    )
+    mandatory_purposes: list[str] = Field(
+        default_factory=lambda: ["fica_screening", "regulatory_reporting"],
+        description="Processing purposes required by legislation: an objection is recorded "
+        "but does not stop them (POPIA s11(3)).",
+    )
+
     sweep_interval_s: float = Field(
         60.0, gt=0, le=86_400, description="Seconds between periodic sweeps (deadlines, holds)."
     )
+
+    # Operations
+    operator: str = Field(
+        default_factory=_os_user,
+        description="Who runs admin commands; named in their audit entries (operator:<name>). "
+        "Default: the OS user.",
+    )
+    metrics_port: int = Field(
+        9464, ge=0, le=65_535, description="HTTP port of /metrics, /healthz, /readyz; 0 disables."
+    )
+    #: All interfaces by default: a container publishes the port; narrow it by env if needed.
+    metrics_host: str = "0.0.0.0"
+    dlq_depth_interval_s: float = Field(
+        15.0, gt=0, le=3_600, description="Seconds between dead-letter depth refreshes."
+    )
+    health_timeout_s: float = Field(2.0, gt=0, le=60, description="Bound on a health probe.")
 
     # Workers and logging
     workers: list[str] = Field(default_factory=lambda: ["consent"])
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("operator")
+    @classmethod
+    def _operator_is_a_name(cls, value: str) -> str:
+        if not _OPERATOR.match(value):
+            raise ValueError("operator must be 1-64 letters, digits, '.', '-', '_' or '@'")
+        return value
 
     @field_validator("namespace")
     @classmethod

@@ -31,6 +31,7 @@ from infra.store import SqliteStore
 from messages.envelope import Envelope
 from messages.publisher import Publisher
 from messages.registry import MESSAGE_TYPES, decode
+from workers.dsr import cli as dsr_cli
 from workers.registry import build_workers
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -184,11 +185,11 @@ def _schema(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _consent(args: argparse.Namespace, settings: Settings) -> int:
-    from workers.consent import SCHEMA, is_contactable
+    from workers.consent import ConsentWorker, is_contactable
 
     async def check() -> bool:
         store = SqliteStore(settings.db_path, settings.db_busy_timeout_ms)
-        await store.open([SCHEMA])
+        await store.open([ConsentWorker.schema])
         try:
             return await is_contactable(store, args.tenant, args.subject_ref, args.channel)
         finally:
@@ -202,4 +203,5 @@ def _consent(args: argparse.Namespace, settings: Settings) -> int:
 #: Each feature adds its subcommands with a ``register(subparsers)`` function here.
 REGISTRARS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
     _register_core,
+    dsr_cli.register,
 ]

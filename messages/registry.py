@@ -13,13 +13,13 @@ from pydantic import Field, TypeAdapter, ValidationError
 
 from infra.errors import InvalidMessage, UndecodableMessage, UnknownMessageType
 from infra.redaction import redact_text
-from messages import consent
+from messages import consent, dsr
 from messages.envelope import Envelope
 
 Publisher = Literal["upstream", "privacyops"]
 
 #: The message families; each module lists its types in ``INBOUND`` and ``OUTBOUND``.
-FAMILIES = (consent,)
+FAMILIES = (consent, dsr)
 
 
 def _types() -> dict[str, tuple[type[Envelope], Publisher]]:

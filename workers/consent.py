@@ -27,6 +27,8 @@ from enum import StrEnum
 from typing import ClassVar
 
 from infra.errors import UnknownMessageType
+from infra.platform import ALL, restricted_scopes
+from infra.platform import SCHEMA as PLATFORM_SCHEMA
 from infra.store import SqliteStore, Transaction
 from infra.worker import Effects, Worker
 from messages.consent import (
@@ -121,7 +123,7 @@ class ConsentWorker(Worker):
 
     name: ClassVar[str] = "consent"
     handles: ClassVar[tuple[str, ...]] = ("consent.changed",)
-    schema: ClassVar[str] = SCHEMA
+    schema: ClassVar[str] = SCHEMA + PLATFORM_SCHEMA
 
     def __init__(self, confirm_changes: bool = True) -> None:
         #: False when a caller (an objection request) confirms to the subject itself.
@@ -268,9 +270,12 @@ async def is_contactable(
     """Suppression check: may this tenant market to this subject on this channel now?
 
     Only a recorded, current grant allows contact (POPIA s69(1)); no record or a
-    withdrawal means no.
+    withdrawal means no, and so does a restriction of the subject's processing
+    (POPIA s14(6): restricted data is storage-only).
     """
     async with store.transaction() as tx:
+        if await restricted_scopes(tx, tenant_id, subject_ref) & {ALL, "consent", "contact"}:
+            return False
         row = await tx.fetchone(
             "SELECT status FROM consent_state WHERE tenant_id = ? AND subject_ref = ?"
             " AND channel = ?",

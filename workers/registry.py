@@ -7,9 +7,11 @@ from collections.abc import Callable, Iterable
 from config.settings import Settings
 from infra.worker import Worker
 from workers.consent import ConsentWorker
+from workers.dsr import DsrWorker
 
 WORKERS: dict[str, Callable[[Settings], Worker]] = {
     ConsentWorker.name: lambda settings: ConsentWorker(),
+    DsrWorker.name: DsrWorker,
 }
 
 

@@ -1,0 +1,119 @@
+"""The data map and the retention holds, loaded from TOML (data, not code).
+
+``config/datamap.toml`` describes every table of personal data;
+``config/retention.toml`` the retention duties of DOMAIN.md section 2. Both are
+validated here once at start-up; a bad file fails loudly with the field named.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from datetime import date
+from pathlib import Path
+from typing import Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+CONFIG_DIR = Path(__file__).resolve().parent
+_IDENT = re.compile(r"^[a-z][a-z0-9_]*$")
+
+ColumnErasure = Literal["null", "mask", "deidentify", "keep"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ColumnMap(_Model):
+    category: str
+    personal: bool = True
+    correctable: bool = False
+    erasure: ColumnErasure = "null"
+    format: Literal["text", "date", "sa_id"] = "text"
+    row_key: str | None = Field(
+        None, description="For key-value tables: the column that names the row (e.g. kind)."
+    )
+
+
+class TableMap(_Model):
+    description: str
+    subject_column: str = "subject_ref"
+    disclosed_to: list[str] = Field(default_factory=list)
+    provided_by_subject: bool = False
+    hold_group: str
+    erasure: Literal["delete_row", "deidentify"] = "delete_row"
+    columns: dict[str, ColumnMap]
+
+    @model_validator(mode="after")
+    def _names_are_identifiers(self) -> Self:
+        for name in [self.subject_column, *self.columns]:
+            if not _IDENT.match(name):
+                raise ValueError(f"{name!r} is not a plain column name")
+        return self
+
+    def personal_columns(self) -> list[str]:
+        return [name for name, column in self.columns.items() if column.personal]
+
+
+class DataMap(_Model):
+    tables: dict[str, TableMap]
+
+    @model_validator(mode="after")
+    def _table_names_are_identifiers(self) -> Self:
+        for name in self.tables:
+            if not _IDENT.match(name):
+                raise ValueError(f"{name!r} is not a plain table name")
+        return self
+
+    def correctable(self, field: str) -> tuple[str, str, ColumnMap] | None:
+        """``table.column`` -> (table, column, its map) when the subject may correct it."""
+        table_name, _, column_name = field.partition(".")
+        table = self.tables.get(table_name)
+        column = table.columns.get(column_name) if table else None
+        if column is None or not column.correctable:
+            return None
+        return table_name, column_name, column
+
+    def recipients(self, tables: list[str] | None = None) -> list[str]:
+        names = tables if tables is not None else list(self.tables)
+        return sorted({r for n in names for r in self.tables[n].disclosed_to})
+
+
+class Hold(_Model):
+    name: str
+    basis: str
+    applies_to: list[str]
+    when: Literal["account_open"] | None = None
+    statuses: list[str] = Field(default_factory=list)
+    from_: list[str] = Field(default_factory=list, alias="from")
+    years: int | None = None
+    years_by_debt_type: dict[str, int] = Field(default_factory=dict)
+    accountable_institutions_only: bool = False
+
+    def period_years(self, debt_type: str) -> int | None:
+        return self.years_by_debt_type.get(debt_type, self.years)
+
+
+class Retention(_Model):
+    accountable_institutions: list[str] = Field(default_factory=list)
+    opt_out_years: int = 3
+    holds: list[Hold]
+
+
+def load_datamap(path: Path | None = None) -> DataMap:
+    with (path or CONFIG_DIR / "datamap.toml").open("rb") as handle:
+        return DataMap.model_validate(tomllib.load(handle))
+
+
+def load_retention(path: Path | None = None) -> Retention:
+    with (path or CONFIG_DIR / "retention.toml").open("rb") as handle:
+        return Retention.model_validate(tomllib.load(handle))
+
+
+def add_years(day: date, years: int) -> date:
+    """The same calendar day ``years`` later; 29 February falls back to the 28th."""
+    try:
+        return day.replace(year=day.year + years)
+    except ValueError:
+        return day.replace(year=day.year + years, day=28)

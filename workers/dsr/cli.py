@@ -1,0 +1,218 @@
+"""CLI for data-subject requests: ``dsr list|show|package``, ``holds sweep``, ``seed``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from config.settings import Settings
+from infra import rabbit
+from infra.errors import RuleViolation
+from infra.outbox import OutboxRelay
+from infra.store import SqliteStore
+from infra.topology import Names
+from workers.dsr import package
+from workers.dsr.lifecycle import deadline_state
+from workers.dsr.seed import seed
+from workers.dsr.sweeps import run_all
+from workers.dsr.worker import DsrWorker
+
+T = TypeVar("T")
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    dsr = sub.add_parser("dsr", help="data-subject requests").add_subparsers(
+        dest="dsr_action", required=True
+    )
+    listing = dsr.add_parser("list", help="requests with status and due date")
+    listing.add_argument("--overdue", action="store_true", help="only due within 7 days or late")
+    listing.add_argument("--tenant")
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(handler=_list)
+    show = dsr.add_parser("show", help="one request with its transitions")
+    show.add_argument("request_id")
+    show.add_argument("--tenant")
+    show.set_defaults(handler=_show)
+    pkg = dsr.add_parser("package", help="decrypt an access package by its download token")
+    pkg.add_argument("tenant")
+    pkg.add_argument("token")
+    pkg.add_argument("--out", type=Path, required=True)
+    pkg.set_defaults(handler=_package)
+    holds = sub.add_parser("holds", help="retention holds")
+    holds.add_argument("action", choices=["sweep"])
+    holds.set_defaults(handler=_sweep)
+    seeder = sub.add_parser("seed", help="fill the store with synthetic debtors")
+    seeder.add_argument("--tenants", default="acme", help="comma-separated tenant ids")
+    seeder.add_argument("--debtors", type=int, default=1_000)
+    seeder.add_argument("--seed", type=int, default=1)
+    seeder.set_defaults(handler=_seed)
+
+
+def _with_store(settings: Settings, action: Callable[[SqliteStore], Awaitable[T]]) -> T:
+    async def run() -> T:
+        store = SqliteStore(settings.db_path, settings.db_busy_timeout_ms)
+        await store.open([DsrWorker.schema])
+        try:
+            return await action(store)
+        finally:
+            await store.close()
+
+    return asyncio.run(run())
+
+
+LIST_SQL = (
+    "SELECT tenant_id, request_id, kind, status, received_at, due_on, extended, deadline_flag"
+    " FROM dsr_requests WHERE (? IS NULL OR tenant_id = ?) ORDER BY due_on, request_id"
+)
+FIELDS = [
+    "tenant_id",
+    "request_id",
+    "kind",
+    "status",
+    "received_at",
+    "due_on",
+    "extended",
+    "deadline",
+]
+
+
+def _list(args: argparse.Namespace, settings: Settings) -> int:
+    async def fetch(store: SqliteStore) -> list[dict[str, Any]]:
+        async with store.transaction() as tx:
+            rows = await tx.fetchall(LIST_SQL, (args.tenant, args.tenant))
+        return [dict(zip(FIELDS, row, strict=True)) for row in rows]
+
+    today = datetime.now(UTC).date()
+    rows = _with_store(settings, fetch)
+    for row in rows:
+        final = row["status"] in ("completed", "partially_completed", "refused")
+        row["deadline"] = (
+            None if final else deadline_state(date.fromisoformat(row["due_on"]), today)
+        )
+    if args.overdue:
+        rows = [r for r in rows if r["deadline"]]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        for r in rows:
+            print(
+                f"{r['tenant_id']:<12} {r['request_id']:<20} {r['kind']:<14} {r['status']:<22}"
+                f" due {r['due_on']} {r['deadline'] or ''}"
+            )
+    return 0 if rows else 1
+
+
+def _show(args: argparse.Namespace, settings: Settings) -> int:
+    async def fetch(store: SqliteStore) -> dict[str, Any] | None:
+        async with store.transaction() as tx:
+            row = await tx.fetchone(
+                "SELECT tenant_id, request_id, kind, regime, subject_ref, status, received_at,"
+                " due_on, extended, outcome FROM dsr_requests WHERE request_id = ?"
+                " AND (? IS NULL OR tenant_id = ?)",
+                (args.request_id, args.tenant, args.tenant),
+            )
+            if row is None:
+                return None
+            history = await tx.fetchall(
+                "SELECT at, from_status, to_status, reason FROM dsr_transitions"
+                " WHERE tenant_id = ? AND request_id = ? ORDER BY id",
+                (row[0], row[1]),
+            )
+        keys = [
+            "tenant_id",
+            "request_id",
+            "kind",
+            "regime",
+            "subject_ref",
+            "status",
+            "received_at",
+            "due_on",
+            "extended",
+            "outcome",
+        ]
+        shown = dict(zip(keys, row, strict=True))
+        shown["outcome"] = json.loads(shown["outcome"]) if shown["outcome"] else None
+        shown["transitions"] = [
+            dict(zip(["at", "from", "to", "reason"], h, strict=True)) for h in history
+        ]
+        return shown
+
+    shown = _with_store(settings, fetch)
+    if shown is None:
+        print(f"privacyops: no request {args.request_id}", file=sys.stderr)
+        return 1
+    print(json.dumps(shown, indent=2, default=str))
+    return 0
+
+
+def _package(args: argparse.Namespace, settings: Settings) -> int:
+    async def fetch(store: SqliteStore) -> str:
+        async with store.transaction() as tx:
+            row = await tx.fetchone(
+                "SELECT path, expires_at FROM dsr_packages WHERE tenant_id = ?"
+                " AND token_digest = ?",
+                (args.tenant, package.token_digest(args.token)),
+            )
+            if row is None:
+                raise RuleViolation("no package for this token")
+            if datetime.fromisoformat(row[1]) <= datetime.now(UTC):
+                raise RuleViolation("the download token has expired")
+            await tx.execute(
+                "UPDATE dsr_packages SET downloaded_at = ? WHERE tenant_id = ?"
+                " AND token_digest = ?",
+                (datetime.now(UTC).isoformat(), args.tenant, package.token_digest(args.token)),
+            )
+        return str(row[0])
+
+    path = _with_store(settings, fetch)
+    secret = settings.export_key.get_secret_value() if settings.export_key else None
+    key = package.load_key(secret, settings.export_key_file)
+    args.out.write_bytes(package.unseal(Path(path), key))
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _sweep(args: argparse.Namespace, settings: Settings) -> int:
+    """One sweep now (for cron); events it records are published before it exits."""
+    worker = DsrWorker(settings)
+
+    async def sweep(store: SqliteStore) -> str:
+        connection = await rabbit.connect(
+            settings.amqp_url.get_secret_value(), settings.connect_timeout_s
+        )
+        try:
+            channel = await rabbit.open_channel(connection, confirms=True)
+            publisher = rabbit.ConfirmedPublisher(channel, settings.publish_timeout_s)
+            relay = OutboxRelay(store, publisher, Names(settings.namespace).outbound)
+            await relay.start()
+            report = await run_all(worker, store, relay, datetime.now(UTC))
+            await relay.stop(settings.shutdown_drain_s)
+        finally:
+            await connection.close()
+        return (
+            f"flagged {report.flagged} request(s), ran {report.erasures_run} deferred "
+            f"erasure(s), lifted {report.lifted} restriction(s)"
+        )
+
+    print(_with_store(settings, sweep))
+    return 0
+
+
+def _seed(args: argparse.Namespace, settings: Settings) -> int:
+    tenants = [t.strip() for t in args.tenants.split(",") if t.strip()]
+    if args.debtors < 1 or not tenants:
+        print("privacyops: --debtors must be positive and --tenants non-empty", file=sys.stderr)
+        return 2
+
+    async def run(store: SqliteStore) -> int:
+        return await seed(store, tenants, args.debtors, args.seed)
+
+    written = _with_store(settings, run)
+    print(f"seeded {args.debtors} debtor(s) per tenant for {', '.join(tenants)}: {written} rows")
+    return 0

@@ -1,0 +1,144 @@
+"""Periodic sweeps of the DSR worker, also run by ``privacyops holds sweep`` from cron.
+
+* Deadlines: requests due within 7 days, and overdue ones, are flagged once per
+  state as log events and as a ``dsr.overdue`` message for ops (GDPR art 12(3);
+  a POPIA access request not answered in time counts as refused, PAIA s58).
+* Holds: a deferred erasure runs again when its hold expires or its open
+  account has closed; once nothing is held, the request is completed.
+* Restrictions whose lifting was announced are lifted after the notice period
+  (POPIA s14(8)).
+
+Sweeps read across tenants (they are the system's own bookkeeping) but every
+effect they record is scoped to one tenant and one subject.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import TYPE_CHECKING
+
+from infra.store import SqliteStore
+from infra.worker import Effects, EventSink, announce
+from messages.dsr import DsrOverdue, DsrOverduePayload, Regime, RequestKind
+from workers.dsr.lifecycle import Status, deadline_state
+from workers.dsr.requests import load
+
+if TYPE_CHECKING:
+    from workers.dsr.worker import DsrWorker
+
+OPEN_REQUESTS = (
+    "SELECT tenant_id, request_id, kind, regime, status, due_on, deadline_flag FROM dsr_requests"
+    " WHERE status NOT IN ('completed', 'partially_completed', 'refused')"
+)
+DUE_ERASURES = (
+    "SELECT DISTINCT d.tenant_id, d.subject_ref, d.request_id FROM deferred_erasures d"
+    " WHERE d.run_after <= ? OR (d.run_after IS NULL AND NOT EXISTS (SELECT 1 FROM accounts a"
+    " WHERE a.tenant_id = d.tenant_id AND a.subject_ref = d.subject_ref AND a.status = 'open'))"
+    " LIMIT ?"
+)
+DUE_LIFTS = (
+    "SELECT tenant_id, subject_ref, scope FROM restrictions"
+    " WHERE lift_after IS NOT NULL AND lift_after <= ?"
+)
+
+
+@dataclass(frozen=True)
+class SweepReport:
+    flagged: int
+    erasures_run: int
+    lifted: int
+
+
+async def run_all(
+    worker: DsrWorker, store: SqliteStore, sink: EventSink | None, now: datetime
+) -> SweepReport:
+    return SweepReport(
+        flagged=await sweep_deadlines(store, sink, now),
+        erasures_run=await sweep_holds(worker, store, sink, now),
+        lifted=await sweep_lifts(store, sink, now),
+    )
+
+
+async def sweep_deadlines(store: SqliteStore, sink: EventSink | None, now: datetime) -> int:
+    flagged: list[Effects] = []
+    async with store.transaction() as tx:
+        for tenant, rid, kind, regime, status, due, flag in await tx.fetchall(OPEN_REQUESTS):
+            state = deadline_state(date.fromisoformat(due), now.date())
+            if state is None or state == flag:
+                continue
+            effects = Effects.standalone(
+                "dsr", tenant, actor="sweep:deadlines", correlation_id=rid, now=now
+            )
+            effects.write(
+                "UPDATE dsr_requests SET deadline_flag = ? WHERE tenant_id = ? AND request_id = ?",
+                (state, tenant, rid),
+            )
+            deemed = state == "overdue" and kind == RequestKind.ACCESS and regime == Regime.POPIA
+            effects.emit(
+                DsrOverdue(
+                    tenant_id=tenant,
+                    correlation_id=rid,
+                    payload=DsrOverduePayload(
+                        request_id=rid,
+                        kind=RequestKind(kind),
+                        status=status,
+                        due_on=date.fromisoformat(due),
+                        state=state,
+                        deemed_refused=deemed,
+                    ),
+                )
+            )
+            effects.audit(f"dsr_{state}", None, request_id=rid, due_on=due, status=status)
+            tx.stage_all(effects.writes)
+            flagged.append(effects)
+    announce(sink, *flagged)
+    return len(flagged)
+
+
+async def sweep_holds(
+    worker: DsrWorker, store: SqliteStore, sink: EventSink | None, now: datetime, limit: int = 500
+) -> int:
+    async with store.transaction() as tx:
+        due = await tx.fetchall(DUE_ERASURES, (now.date().isoformat(), limit))
+    for tenant, subject, request_id in due:
+        effects = Effects.standalone(
+            "dsr", tenant, actor="sweep:holds", correlation_id=request_id, now=now
+        )
+        async with store.transaction() as tx:
+            result = await worker.eraser.erase(tx, effects, subject, request_id, now.date())
+            request = await load(tx, tenant, request_id)
+            if result.complete and request and request.status is Status.PARTIALLY_COMPLETED:
+                request.move(Status.COMPLETED, "deferred erasure ran after the holds expired")
+                request.outcome = {**(request.outcome or {}), "deferred": result.summary()}
+                request.save(effects, "")
+                effects.notify(
+                    subject,
+                    "dsr_completed",
+                    request.reply_channel,
+                    {
+                        "request_id": request_id,
+                        "kind": request.kind.value,
+                        "status": Status.COMPLETED.value,
+                        "reason": "held data erased",
+                    },
+                )
+            tx.stage_all(effects.writes)
+        announce(sink, effects)
+    return len(due)
+
+
+async def sweep_lifts(store: SqliteStore, sink: EventSink | None, now: datetime) -> int:
+    lifted: list[Effects] = []
+    async with store.transaction() as tx:
+        for tenant, subject, scope in await tx.fetchall(DUE_LIFTS, (now.isoformat(),)):
+            effects = Effects.standalone("dsr", tenant, actor="sweep:restrictions", now=now)
+            effects.write(
+                "DELETE FROM restrictions WHERE tenant_id = ? AND subject_ref = ? AND scope = ?",
+                (tenant, subject, scope),
+            )
+            effects.audit("restriction_lifted", subject, scope=scope)
+            tx.stage_all(effects.writes)
+            lifted.append(effects)
+    announce(sink, *lifted)
+    return len(lifted)

@@ -1,0 +1,98 @@
+"""The DSR worker's own tables and statements."""
+
+from __future__ import annotations
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS dsr_requests (
+    tenant_id        TEXT NOT NULL,
+    request_id       TEXT NOT NULL,
+    kind             TEXT NOT NULL,
+    regime           TEXT NOT NULL,
+    subject_ref      TEXT,
+    status           TEXT NOT NULL,
+    identity_verified INTEGER NOT NULL,
+    received_at      TEXT NOT NULL,
+    due_on           TEXT NOT NULL,
+    extended         INTEGER NOT NULL DEFAULT 0,
+    reply_channel    TEXT NOT NULL,
+    details          TEXT NOT NULL,
+    outcome          TEXT,
+    deadline_flag    TEXT,
+    message_id       TEXT NOT NULL,
+    updated_at       TEXT NOT NULL,
+    PRIMARY KEY (tenant_id, request_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS dsr_requests_open ON dsr_requests (status, due_on);
+
+CREATE TABLE IF NOT EXISTS dsr_transitions (
+    id          INTEGER PRIMARY KEY,
+    tenant_id   TEXT NOT NULL,
+    request_id  TEXT NOT NULL,
+    at          TEXT NOT NULL,
+    from_status TEXT,
+    to_status   TEXT NOT NULL,
+    reason      TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS dsr_transitions_request ON dsr_transitions (tenant_id, request_id);
+
+CREATE TABLE IF NOT EXISTS dsr_correction_notes (
+    id              INTEGER PRIMARY KEY,
+    tenant_id       TEXT NOT NULL,
+    subject_ref     TEXT NOT NULL,
+    field           TEXT NOT NULL,
+    requested_value TEXT NOT NULL,
+    reason          TEXT NOT NULL,
+    request_id      TEXT NOT NULL,
+    created_at      TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS dsr_correction_notes_subject
+    ON dsr_correction_notes (tenant_id, subject_ref);
+
+CREATE TABLE IF NOT EXISTS dsr_packages (
+    tenant_id     TEXT NOT NULL,
+    request_id    TEXT NOT NULL,
+    subject_ref   TEXT NOT NULL,
+    path          TEXT NOT NULL,
+    token_digest  TEXT NOT NULL UNIQUE,
+    expires_at    TEXT NOT NULL,
+    created_at    TEXT NOT NULL,
+    downloaded_at TEXT,
+    PRIMARY KEY (tenant_id, request_id)
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS processing_flags (
+    tenant_id   TEXT NOT NULL,
+    subject_ref TEXT NOT NULL,
+    purpose     TEXT NOT NULL,
+    flag        TEXT NOT NULL,
+    outcome     TEXT NOT NULL,
+    grounds     TEXT,
+    request_id  TEXT NOT NULL,
+    recorded_at TEXT NOT NULL,
+    PRIMARY KEY (tenant_id, subject_ref, purpose)
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS deferred_erasures (
+    tenant_id   TEXT NOT NULL,
+    subject_ref TEXT NOT NULL,
+    hold_group  TEXT NOT NULL,
+    request_id  TEXT NOT NULL,
+    basis       TEXT NOT NULL,
+    run_after   TEXT,
+    PRIMARY KEY (tenant_id, subject_ref, hold_group)
+) WITHOUT ROWID;
+"""
+
+REQUEST_INSERT = (
+    "INSERT INTO dsr_requests (tenant_id, request_id, kind, regime, subject_ref, status,"
+    " identity_verified, received_at, due_on, reply_channel, details, message_id, updated_at)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+TRANSITION_INSERT = (
+    "INSERT INTO dsr_transitions (tenant_id, request_id, at, from_status, to_status, reason)"
+    " VALUES (?, ?, ?, ?, ?, ?)"
+)
+STATUS_UPDATE = (
+    "UPDATE dsr_requests SET status = ?, outcome = COALESCE(?, outcome), updated_at = ?"
+    " WHERE tenant_id = ? AND request_id = ?"
+)
