@@ -66,14 +66,24 @@ class DataMap(_Model):
                 raise ValueError(f"{name!r} is not a plain table name")
         return self
 
-    def correctable(self, field: str) -> tuple[str, str, ColumnMap] | None:
-        """``table.column`` -> (table, column, its map) when the subject may correct it."""
-        table_name, _, column_name = field.partition(".")
+    def correctable(self, field: str) -> tuple[str, str, ColumnMap, str | None] | None:
+        """``table.column`` -> (table, column, its map, row key) if the subject may correct it.
+
+        Key-value tables name the row instead of the column: ``contact_points.email`` is
+        the ``value`` of the row whose ``kind`` (the column's ``row_key``) is ``email``.
+        """
+        table_name, _, name = field.partition(".")
         table = self.tables.get(table_name)
-        column = table.columns.get(column_name) if table else None
-        if column is None or not column.correctable:
+        if table is None:
             return None
-        return table_name, column_name, column
+        column = table.columns.get(name)
+        if column is not None:
+            usable = column.correctable and column.row_key is None
+            return (table_name, name, column, None) if usable else None
+        for column_name, spec in table.columns.items():
+            if spec.correctable and spec.row_key:
+                return table_name, column_name, spec, name
+        return None
 
     def recipients(self, tables: list[str] | None = None) -> list[str]:
         names = tables if tables is not None else list(self.tables)

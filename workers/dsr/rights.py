@@ -127,16 +127,16 @@ async def _apply(
     target = datamap.correctable(correction.field)
     if target is None:
         return "the field may not be corrected through a request"
-    table, column, spec = target
+    table, column, spec, row = target
     problem = format_problem(spec, correction.value)
     if problem:
         return problem
     subject_column = datamap.tables[table].subject_column
     where = f"WHERE tenant_id = ? AND {subject_column} = ?"
     params: tuple[str, ...] = (effects.tenant_id, subject_ref)
-    if spec.row_key:
+    if spec.row_key and row is not None:
         where += f" AND {spec.row_key} = ?"
-        params += (correction.field.partition(".")[2],)
+        params += (row,)
     row = await tx.fetchone(f"SELECT {column} FROM {table} {where} LIMIT 1", params)
     if row is None:
         return "no such record is held"
