@@ -8,10 +8,12 @@ from config.settings import Settings
 from infra.worker import Worker
 from workers.consent import ConsentWorker
 from workers.dsr import DsrWorker
+from workers.notifier import NotifierWorker
 
 WORKERS: dict[str, Callable[[Settings], Worker]] = {
     ConsentWorker.name: lambda settings: ConsentWorker(),
     DsrWorker.name: DsrWorker,
+    NotifierWorker.name: NotifierWorker,
 }
 
 

@@ -127,16 +127,16 @@ async def _apply(
     target = datamap.correctable(correction.field)
     if target is None:
         return "the field may not be corrected through a request"
-    table, column, spec, row = target
+    table, column, spec, row_name = target
     problem = format_problem(spec, correction.value)
     if problem:
         return problem
     subject_column = datamap.tables[table].subject_column
     where = f"WHERE tenant_id = ? AND {subject_column} = ?"
     params: tuple[str, ...] = (effects.tenant_id, subject_ref)
-    if spec.row_key and row is not None:
+    if spec.row_key and row_name is not None:
         where += f" AND {spec.row_key} = ?"
-        params += (row,)
+        params += (row_name,)
     row = await tx.fetchone(f"SELECT {column} FROM {table} {where} LIMIT 1", params)
     if row is None:
         return "no such record is held"

@@ -20,8 +20,9 @@ from typing import TYPE_CHECKING
 
 from infra.store import SqliteStore
 from infra.worker import Effects, EventSink, announce
-from messages.dsr import DsrOverdue, DsrOverduePayload, Regime, RequestKind
+from messages.dsr import DsrOverdue, DsrOverduePayload, Regime, RequestKind, SubjectErased
 from workers.dsr.lifecycle import Status, deadline_state
+from workers.dsr.recipients import tell_recipients
 from workers.dsr.requests import load
 
 if TYPE_CHECKING:
@@ -107,6 +108,10 @@ async def sweep_holds(
         )
         async with store.transaction() as tx:
             result = await worker.eraser.erase(tx, effects, subject, request_id, now.date())
+            if result.erased:
+                tell_recipients(
+                    effects, SubjectErased, worker.datamap, request_id, subject, list(result.erased)
+                )
             request = await load(tx, tenant, request_id)
             if result.complete and request and request.status is Status.PARTIALLY_COMPLETED:
                 request.move(Status.COMPLETED, "deferred erasure ran after the holds expired")

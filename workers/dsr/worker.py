@@ -40,7 +40,6 @@ from messages.dsr import (
     RectificationDetails,
     RequestKind,
     RestrictionDetails,
-    SubjectChangedPayload,
     SubjectErased,
     SubjectRectified,
 )
@@ -50,6 +49,7 @@ from workers.dsr import package, rights, sweeps
 from workers.dsr.erasure import Eraser
 from workers.dsr.gather import gather
 from workers.dsr.lifecycle import NEEDS_VERIFICATION, Status, due_on, extended_due_on
+from workers.dsr.recipients import tell_recipients
 from workers.dsr.requests import Request, load
 from workers.dsr.tables import SCHEMA as DSR_SCHEMA
 
@@ -295,18 +295,13 @@ class DsrWorker(Worker):
             tx, effects, subject, request.request_id, effects.now.date()
         )
         if result.erased:
-            tables = sorted(result.erased)
-            effects.emit(
-                SubjectErased(
-                    tenant_id=request.tenant_id,
-                    correlation_id=request.request_id,
-                    payload=SubjectChangedPayload(
-                        request_id=request.request_id,
-                        subject_ref=subject,
-                        tables=tables,
-                        recipients=self.datamap.recipients(tables),
-                    ),
-                )
+            tell_recipients(
+                effects,
+                SubjectErased,
+                self.datamap,
+                request.request_id,
+                subject,
+                list(result.erased),
             )
         if result.complete:
             return Status.COMPLETED, result.summary(), "all personal information erased"
@@ -336,19 +331,14 @@ class DsrWorker(Worker):
             request_id=request.request_id,
         )
         if result.applied:
-            tables = sorted(result.tables)
-            effects.emit(
-                SubjectRectified(
-                    tenant_id=request.tenant_id,
-                    correlation_id=request.request_id,
-                    payload=SubjectChangedPayload(
-                        request_id=request.request_id,
-                        subject_ref=subject,
-                        tables=tables,
-                        fields=result.applied,
-                        recipients=self.datamap.recipients(tables),
-                    ),
-                )
+            tell_recipients(
+                effects,
+                SubjectRectified,
+                self.datamap,
+                request.request_id,
+                subject,
+                list(result.tables),
+                result.applied,
             )
         outcome = {"applied": result.applied, "refused": result.refused}
         if not result.refused:
