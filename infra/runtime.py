@@ -25,6 +25,7 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from time import perf_counter
 from typing import Any
 
 import structlog
@@ -42,6 +43,7 @@ from infra.errors import (
     SignatureInvalid,
     UnknownMessageType,
 )
+from infra.metrics import NullMetrics, WorkerMetrics
 from infra.outbox import OutboxRelay
 from infra.rabbit import BROKER_ERRORS, ConfirmedPublisher
 from infra.redaction import describe_error
@@ -122,6 +124,7 @@ class Consumer:
     publisher: ConfirmedPublisher
     relay: OutboxRelay
     names: Names
+    metrics: WorkerMetrics | NullMetrics = field(default_factory=NullMetrics)
     _buffer: deque[AbstractIncomingMessage] = field(default_factory=deque)
     _arrived: asyncio.Event = field(default_factory=asyncio.Event)
     _queue: AbstractQueue | None = None
@@ -202,13 +205,14 @@ class Consumer:
 
     async def process(self, raws: Sequence[AbstractIncomingMessage]) -> None:
         """Apply one batch and settle every delivery in it."""
-        live = [raw for raw in raws if not raw.channel.is_closed]
+        live = [raw for raw in raws if _channel_open(raw)]
         if len(live) < len(raws):
             # Delivered on a channel lost since (broker restart): the broker redelivers
             # them on the restored channel, so handling them now would only double the work.
             log.info(
                 "stale_deliveries_dropped", worker=self.worker.name, count=len(raws) - len(live)
             )
+        self.metrics.batch(len(live))
         deliveries = [self._decode(raw) for raw in live]
         await self._apply([d for d in deliveries if d.error is None])
         await self._settle(deliveries)
@@ -283,7 +287,9 @@ class Consumer:
             assert d.message is not None
             effects = Effects(worker=self.worker.name, message=d.message, attempt=d.attempt)
             with structlog.contextvars.bound_contextvars(**d.context(self.worker.name)):
+                started = perf_counter()
                 d.error = await self._handle(d.message, effects)
+                self.metrics.handled(d.message.type, perf_counter() - started)
             if d.error is None:
                 d.effects = effects
                 tx.stage_all(effects.writes)
@@ -337,6 +343,8 @@ class Consumer:
         events = []
         for d in deliveries:
             with structlog.contextvars.bound_contextvars(**d.context(self.worker.name)):
+                if d.message is not None and (d.duplicate or d.effects is not None):
+                    self.metrics.applied(d.message.type, d.duplicate)
                 if d.duplicate:
                     log.info("duplicate_skipped")
                 if d.effects is not None:
@@ -388,6 +396,7 @@ class Consumer:
             timestamp=raw.timestamp,
             content_type=raw.content_type or "application/json",
         )
+        self.metrics.failure(d.message.type if d.message else None, error.code, retry)
         event = "retry_scheduled" if retry else "dead_lettered"
         log.warning(
             event,
@@ -426,15 +435,31 @@ class Consumer:
         run one at a time in delivery order, and a requeue that may have failed turns
         ``multiple`` off.
         """
+        live = [raw for raw in done if _channel_open(raw)]
+        if len(live) < len(done):
+            # The channel closed since delivery: the broker redelivers, the inbox dedupes.
+            log.warning("ack_lost", count=len(done) - len(live), reason="channel_closed")
         last: dict[int, AbstractIncomingMessage] = {}
-        for raw in done:
+        for raw in live:
             last[id(raw.channel)] = raw
-        for raw in last.values() if multiple else done:
+        for raw in last.values() if multiple else live:
             try:
                 await raw.ack(multiple=multiple)
             except BROKER_ERRORS as exc:
                 # The channel closed since delivery: the broker redelivers, the inbox dedupes.
                 log.warning("ack_lost", error_type=type(exc).__name__)
+
+
+def _channel_open(raw: AbstractIncomingMessage) -> bool:
+    """Whether the delivery's channel is still open.
+
+    aio-pika's ``IncomingMessage.channel`` raises ``ChannelInvalidStateError`` once the
+    channel is closed (after a broker restart the robust channel has a new one).
+    """
+    try:
+        return not raw.channel.is_closed
+    except BROKER_ERRORS:
+        return False
 
 
 def _as_privacyops_error(exc: Exception) -> PrivacyOpsError:
