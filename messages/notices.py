@@ -1,0 +1,72 @@
+"""Notices on their way from the notification outbox to the notifier.
+
+Workers decide *that* a subject is told (``Effects.notify`` writes a row to
+``notification_outbox`` in the same transaction as the effect); the notice
+relay (``infra/notify/relay.py``) publishes each committed row as a
+``notice.send`` message straight to the notifier's queue, and the notifier
+makes sure the subject *is* told, once.
+
+``notice.send`` is internal: only privacyops publishes it, on the internal
+direct exchange with routing key ``notifier``. Its ``message_id`` is the
+notice's ``notice_id``, so a republished notice is the same message to the
+runtime's inbox. The context carries references and facts for the template
+(request ids, dates, reasons), never contact details: the address is looked up
+at send time.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any, Literal
+from uuid import UUID
+
+from pydantic import Field
+
+from messages.envelope import Envelope, Frozen, SubjectRef
+
+
+class NoticeKind(StrEnum):
+    """One template per kind (infra/notify/templates/<kind>.txt and .html)."""
+
+    DSR_RECEIVED = "dsr_received"
+    DSR_VERIFICATION_NEEDED = "dsr_verification_needed"
+    DSR_EXTENDED = "dsr_extended"
+    DSR_COMPLETED = "dsr_completed"
+    DSR_REFUSED = "dsr_refused"
+    DSR_PACKAGE_READY = "dsr_package_ready"
+    RESTRICTION_LIFTING = "restriction_lifting"
+    CONSENT_CONFIRMATION = "consent_confirmation"
+    BREACH_NOTICE = "breach_notice"
+    BREACH_UPDATE = "breach_update"
+
+
+class NoticeChannel(StrEnum):
+    EMAIL = "email"
+    SMS = "sms"
+
+
+class NoticeSendPayload(Frozen):
+    notice_id: UUID = Field(description="The notification_outbox row; the dedupe key.")
+    subject_ref: SubjectRef
+    kind: NoticeKind
+    channel: NoticeChannel | None = Field(
+        None, description="None: the subject's first available channel (e-mail, then SMS)."
+    )
+    context: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Facts for the template (references, dates, reasons); no contact details.",
+    )
+
+
+class NoticeSend(Envelope):
+    """Internal: send one committed notice to its subject (relay to notifier)."""
+
+    type: Literal["notice.send"] = "notice.send"
+    version: Literal[1] = 1
+    payload: NoticeSendPayload
+
+
+INBOUND: tuple[type[Envelope], ...] = ()
+OUTBOUND: tuple[type[Envelope], ...] = ()
+#: Published and consumed by privacyops itself (see messages.registry).
+INTERNAL: tuple[type[Envelope], ...] = (NoticeSend,)
