@@ -18,6 +18,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _NAME = re.compile(r"^[a-z][a-z0-9_-]{0,40}(\.[a-z0-9_-]{1,40})*$")
 _OPERATOR = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
+FingerprintField = Literal["source", "category", "target_system", "target_accounts"]
+DEFAULT_FINGERPRINT: tuple[FingerprintField, ...] = ("source", "category", "target_system")
 
 
 def _os_user() -> str:
@@ -111,6 +113,52 @@ class Settings(BaseSettings):
         15.0, gt=0, le=3_600, description="Seconds between dead-letter depth refreshes."
     )
     health_timeout_s: float = Field(2.0, gt=0, le=60, description="Bound on a health probe.")
+
+    # Notifications (infra/notify, workers/notifier.py)
+    tenants_path: Path | None = Field(
+        None,
+        description="Tenant identities TOML (sender, SMS id, website); default "
+        "config/tenants.toml.",
+    )
+    notify_email_transport: Literal["file", "smtp"] = "file"
+    notify_sms_transport: Literal["file", "http"] = "file"
+    notify_dir: Path = Field(Path("var/notices"), description="Where the file channel writes.")
+    notify_timeout_s: float = Field(10.0, gt=0, le=120, description="One provider call.")
+    notice_poll_s: float = Field(1.0, gt=0, le=60, description="Notice relay polling period.")
+    notice_relay_batch: int = Field(200, ge=1, le=5_000)
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = Field(587, ge=1, le=65_535)
+    smtp_security: Literal["starttls", "tls", "none"] = "starttls"
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_ca_file: Path | None = Field(None, description="Extra CA bundle to trust for SMTP TLS.")
+    smtp_rate_per_s: float = Field(10.0, gt=0, le=10_000)
+    sms_gateway_url: str | None = None
+    sms_gateway_token: SecretStr | None = None
+    sms_rate_per_s: float = Field(5.0, gt=0, le=10_000)
+
+    # Security incidents (workers/security.py)
+    security_fingerprint: list[FingerprintField] = Field(
+        default_factory=lambda: list(DEFAULT_FINGERPRINT),
+        min_length=1,
+        description="Alert fields that, with the tenant, make an incident's fingerprint.",
+    )
+    security_window_s: float = Field(
+        3_600.0,
+        gt=0,
+        le=30 * 86_400,
+        description="Alerts of one fingerprint this close to an open incident join it.",
+    )
+    security_oncall_contact: str = Field(
+        "security-oncall",
+        min_length=1,
+        max_length=200,
+        description="On-call security contact (pager route or mailbox) told of high and very "
+        "high severity incidents.",
+    )
+    security_report_warn_h: float = Field(
+        12.0, ge=0, le=72, description="Flag an unsent regulator report this long before due."
+    )
 
     # Workers and logging
     workers: list[str] = Field(default_factory=lambda: ["consent"])

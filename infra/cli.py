@@ -22,15 +22,17 @@ from typing import Any
 from pydantic import ValidationError
 
 from config.settings import Settings
+from infra import cli_admin, rabbit, topology
 from infra import logging as plog
-from infra import rabbit, topology
 from infra.errors import PermanentError, PrivacyOpsError
+from infra.notify import cli as notify_cli
 from infra.redaction import describe_error
 from infra.service import Service
 from infra.store import SqliteStore
 from messages.envelope import Envelope
 from messages.publisher import Publisher
 from messages.registry import MESSAGE_TYPES, decode
+from workers import security_cli
 from workers.dsr import cli as dsr_cli
 from workers.registry import build_workers
 
@@ -96,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(args: argparse.Namespace, settings: Settings) -> int:
     if args.workers:
         settings = settings.with_changes(workers=args.workers)
-    service = Service(settings)
+    service = Service(settings, serve_ops=True)
     asyncio.run(service.run_until_signalled())
     return EXIT_OK
 
@@ -204,4 +206,7 @@ def _consent(args: argparse.Namespace, settings: Settings) -> int:
 REGISTRARS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
     _register_core,
     dsr_cli.register,
+    cli_admin.register,
+    security_cli.register,
+    notify_cli.register,
 ]

@@ -25,7 +25,9 @@ fields, types and opaque references, never values.
         ├── RuleViolation           the message asks for something a rule forbids
         ├── StoreRejected           the store refused a write (constraint violated)
         ├── HandlerCrashed          an unexpected exception: a bug, never retried blindly
-        └── PublishRejected         no queue is bound for a publish (unroutable)
+        ├── PublishRejected         no queue is bound for a publish (unroutable)
+        ├── ProviderRejected        a notification provider refused a notice for good
+        └── NoContact               the subject has no contact point for the channel
 """
 
 from __future__ import annotations
@@ -118,3 +120,18 @@ class PublishRejected(PermanentError):
     """The broker returned a mandatory publish: no queue is bound for its routing key."""
 
     code = "unroutable"
+
+
+class ProviderRejected(PermanentError):
+    """An e-mail or SMS provider refused a notice (SMTP 5xx, HTTP 4xx, invalid address).
+
+    The text names the provider's status code, never the address.
+    """
+
+    code = "provider_rejected"
+
+
+class NoContact(PermanentError):
+    """The subject has no contact point for the notice's channel."""
+
+    code = "no_contact"

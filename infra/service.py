@@ -19,6 +19,9 @@ from aio_pika.abc import AbstractChannel, AbstractQueue, AbstractRobustConnectio
 from config.settings import Settings
 from infra import rabbit, topology
 from infra.errors import PrivacyOpsError
+from infra.health import DepthRefresher, OpsServer, broker_ok, store_ok
+from infra.metrics import Metrics
+from infra.notify.consumer import SendingConsumer, SideEffectWorker
 from infra.outbox import OutboxRelay
 from infra.redaction import describe_error
 from infra.runtime import Consumer
@@ -33,7 +36,13 @@ log = structlog.get_logger("privacyops.service")
 class Service:
     """One process running one or more workers against one broker and one store."""
 
-    def __init__(self, settings: Settings, workers: Sequence[Worker] | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        workers: Sequence[Worker] | None = None,
+        *,
+        serve_ops: bool = False,
+    ) -> None:
         self.settings = settings
         self.workers = (
             list(workers) if workers is not None else build_workers(settings.workers, settings)
@@ -47,6 +56,10 @@ class Service:
         self._channels: list[AbstractChannel] = []
         self._closers: list[tuple[str, Callable[[], Awaitable[Any]]]] = []
         self._tickers: list[asyncio.Task[None]] = []
+        #: Counted always; served on settings.metrics_port only with ``serve_ops`` (``run``).
+        self.metrics = Metrics()
+        self.ops: OpsServer | None = None
+        self._serve_ops = serve_ops
 
     async def _tick(self, worker: Worker) -> None:
         """Run a worker's periodic work until stopped; a failed sweep is logged and retried."""
@@ -83,12 +96,25 @@ class Service:
                 s.delivery_limit,
             )
             self.queues.update(queues)
-            consumer = Consumer(worker, s, self.store, publisher, self.relay, self.names)
+            # A worker acting outside the store (sending notices) runs its handlers
+            # between transactions: infra/notify/consumer.py.
+            consumer_class = SendingConsumer if isinstance(worker, SideEffectWorker) else Consumer
+            consumer = consumer_class(
+                worker,
+                s,
+                self.store,
+                publisher,
+                self.relay,
+                self.names,
+                metrics=self.metrics.for_worker(worker.name),
+            )
             self.consumers.append(consumer)
         await self.relay.start()
         self._closers.append(("relay", lambda: self._stop_relay()))
         for consumer in self.consumers:
             await consumer.start(self.queues[consumer.worker.name])
+        if self._serve_ops and s.metrics_port:
+            await self._start_ops()
         for worker in self.workers:
             if worker.periodic:
                 self._tickers.append(
@@ -124,6 +150,31 @@ class Service:
                     error=describe_error(exc),
                 )
         log.info("service_stopped")
+
+    async def _start_ops(self) -> None:
+        """/metrics, /healthz, /readyz and the dead-letter depth gauge (infra/health.py)."""
+        s = self.settings
+        assert self._connection is not None
+        depths = DepthRefresher(
+            self._connection,
+            self.names,
+            [w.name for w in self.workers],
+            self.metrics,
+            s.dlq_depth_interval_s,
+        )
+        depths.start()
+        self._closers.append(("dlq_depths", depths.stop))
+        self.ops = OpsServer(self.metrics, self.health, lambda: self.ready, s.health_timeout_s)
+        await self.ops.start(s.metrics_host, s.metrics_port)
+        self._closers.append(("ops_server", self.ops.stop))
+
+    async def health(self) -> dict[str, bool]:
+        """Broker connection open and store answering, each within health_timeout_s."""
+        within = self.settings.health_timeout_s
+        return {
+            "broker": await broker_ok(self._connection, within),
+            "store": await store_ok(self.store, within),
+        }
 
     @property
     def ready(self) -> bool:

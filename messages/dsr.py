@@ -242,5 +242,28 @@ class DsrOverdue(Envelope):
     payload: DsrOverduePayload
 
 
+class PortabilityHandoverPayload(Frozen):
+    request_id: RequestId
+    subject_ref: SubjectRef
+    destination: Annotated[str, StringConstraints(pattern=r"^https://\S{4,500}$")]
+    token: Annotated[str, StringConstraints(min_length=20, max_length=200)] = Field(
+        description="Download token of the package; a secret: consumers must not log it."
+    )
+    expires_at: UtcDatetime
+
+
+class PortabilityHandover(Envelope):
+    """Outbound: hand a portability package to the organisation the subject named (art 20(2))."""
+
+    type: Literal["dsr.portability_handover"] = "dsr.portability_handover"
+    version: Literal[1] = 1
+    payload: PortabilityHandoverPayload
+
+
 INBOUND: tuple[type[Envelope], ...] = (DsrRequested, DsrVerified, DsrExtended)
-OUTBOUND: tuple[type[Envelope], ...] = (SubjectRectified, SubjectErased, DsrOverdue)
+OUTBOUND: tuple[type[Envelope], ...] = (
+    SubjectRectified,
+    SubjectErased,
+    DsrOverdue,
+    PortabilityHandover,
+)

@@ -13,19 +13,25 @@ from pydantic import Field, TypeAdapter, ValidationError
 
 from infra.errors import InvalidMessage, UndecodableMessage, UnknownMessageType
 from infra.redaction import redact_text
-from messages import consent, dsr
+from messages import consent, dsr, notices, security
 from messages.envelope import Envelope
 
-Publisher = Literal["upstream", "privacyops"]
+Publisher = Literal["upstream", "privacyops", "internal"]
 
-#: The message families; each module lists its types in ``INBOUND`` and ``OUTBOUND``.
-FAMILIES = (consent, dsr)
+#: The message families; each module lists its types in ``INBOUND`` and ``OUTBOUND``
+#: (and, optionally, ``INTERNAL``: published and consumed by privacyops itself).
+FAMILIES = (consent, dsr, notices, security)
 
 
 def _types() -> dict[str, tuple[type[Envelope], Publisher]]:
     found: dict[str, tuple[type[Envelope], Publisher]] = {}
     for family in FAMILIES:
-        for models, publisher in ((family.INBOUND, "upstream"), (family.OUTBOUND, "privacyops")):
+        directions = (
+            (family.INBOUND, "upstream"),
+            (family.OUTBOUND, "privacyops"),
+            (getattr(family, "INTERNAL", ()), "internal"),
+        )
+        for models, publisher in directions:
             for model in models:
                 (name,) = get_args(model.model_fields["type"].annotation)
                 found[name] = (model, cast(Publisher, publisher))

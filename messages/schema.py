@@ -18,6 +18,8 @@ from infra.topology import Names
 from messages.registry import MESSAGE_TYPES
 
 ASYNCAPI_VERSION = "3.0.0"
+#: Internal types travel on the internal direct exchange, keyed by the consuming worker.
+INTERNAL_ROUTES = {"notice.send": "notifier"}
 CONTRACT_VERSION = "1.0.0"
 
 
@@ -46,7 +48,10 @@ def asyncapi(namespace: str = "privacyops") -> dict[str, Any]:
     for name, (model, publisher) in sorted(MESSAGE_TYPES.items()):
         cid = _channel_id(name)
         inbound = publisher == "upstream"
+        internal = publisher == "internal"
         exchange = names.events if inbound else names.outbound
+        if internal:
+            exchange = names.internal
         messages[model.__name__] = {
             "name": name,
             "title": model.__name__,
@@ -56,14 +61,19 @@ def asyncapi(namespace: str = "privacyops") -> dict[str, Any]:
         }
         channels[cid] = {
             "address": name,
-            "description": f"Routing key {name!r} on the topic exchange {exchange!r}.",
+            "description": (
+                f"Routing key {INTERNAL_ROUTES[name]!r} on the direct exchange {exchange!r} "
+                "(internal: privacyops publishes and consumes it)."
+                if internal
+                else f"Routing key {name!r} on the topic exchange {exchange!r}."
+            ),
             "messages": {model.__name__: {"$ref": f"#/components/messages/{model.__name__}"}},
             "bindings": {
                 "amqp": {
                     "is": "routingKey",
                     "exchange": {
                         "name": exchange,
-                        "type": "topic",
+                        "type": "direct" if internal else "topic",
                         "durable": True,
                         "autoDelete": False,
                         "vhost": "/",
@@ -78,6 +88,8 @@ def asyncapi(namespace: str = "privacyops") -> dict[str, Any]:
             "summary": (
                 "Upstream systems publish; privacyops consumes."
                 if inbound
+                else "privacyops publishes to its own worker (internal)."
+                if internal
                 else "privacyops publishes for downstream systems."
             ),
             "messages": [{"$ref": f"#/channels/{cid}/messages/{model.__name__}"}],

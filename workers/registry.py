@@ -9,11 +9,13 @@ from infra.worker import Worker
 from workers.consent import ConsentWorker
 from workers.dsr import DsrWorker
 from workers.notifier import NotifierWorker
+from workers.security import SecurityWorker
 
 WORKERS: dict[str, Callable[[Settings], Worker]] = {
     ConsentWorker.name: lambda settings: ConsentWorker(),
     DsrWorker.name: DsrWorker,
     NotifierWorker.name: NotifierWorker,
+    SecurityWorker.name: SecurityWorker,
 }
 
 

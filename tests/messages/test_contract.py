@@ -138,6 +138,13 @@ def test_asyncapi_covers_every_type() -> None:
         "subject.rectified",
         "subject.erased",
         "dsr.overdue",
+        "notice.send",
+        "security.alert",
+        "incident.opened",
+        "incident.updated",
+        "incident.compromise",
+        "incident.escalated",
+        "account.lock",
     }
     assert "ConsentChanged" in document["components"]["schemas"]
     actions = {op["action"] for op in document["operations"].values()}

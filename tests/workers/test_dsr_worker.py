@@ -460,7 +460,15 @@ async def test_portability_is_limited_to_provided_data(
     )
     provided = {n for n, t in DATAMAP.tables.items() if t.provided_by_subject}
     assert set(document["tables"]) == provided
-    assert "portability_handover" in [k for k, _ in notices(db, "r-port")]
+    assert dsr.relay is not None
+    await dsr.relay.idle()
+    parked = await drain_queue(settings.amqp_url.get_secret_value(), dsr.names.unrouted)
+    [handover] = [decode(m.body) for m in parked if m.routing_key == "dsr.portability_handover"]
+    assert handover.payload.destination == "https://new.example/intake"
+    assert (
+        package.token_digest(handover.payload.token)
+        == sql(db, "SELECT token_digest FROM dsr_packages")[0][0]
+    )
 
 
 async def test_same_request_twice_runs_once(

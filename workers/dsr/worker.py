@@ -37,6 +37,8 @@ from messages.dsr import (
     DsrVerified,
     ObjectionDetails,
     PortabilityDetails,
+    PortabilityHandover,
+    PortabilityHandoverPayload,
     RectificationDetails,
     RequestKind,
     RestrictionDetails,
@@ -272,21 +274,34 @@ class DsrWorker(Worker):
         details = request.details
         if isinstance(details, PortabilityDetails) and details.destination:
             outcome["handover"] = self._hand_over(
-                effects, request, subject, details.destination, issued.token
+                effects, request, subject, details.destination, issued
             )
         return Status.COMPLETED, outcome, "package ready for download"
 
     def _hand_over(
-        self, effects: Effects, request: Request, subject: str, destination: str, token: str
+        self,
+        effects: Effects,
+        request: Request,
+        subject: str,
+        destination: str,
+        issued: package.Issued,
     ) -> str:
-        """GDPR art 20(2): queue the package for the organisation the subject named."""
-        effects.notify(
-            subject,
-            "portability_handover",
-            "https",
-            {"request_id": request.request_id, "destination": destination, "token": token},
+        """GDPR art 20(2): an integration downstream delivers the package to the organisation."""
+        effects.emit(
+            PortabilityHandover(
+                tenant_id=request.tenant_id,
+                correlation_id=request.request_id,
+                payload=PortabilityHandoverPayload(
+                    request_id=request.request_id,
+                    subject_ref=subject,
+                    destination=destination,
+                    token=issued.token,
+                    expires_at=issued.expires_at,
+                ),
+            )
         )
-        return "queued for the named organisation"
+        effects.audit("portability_handover_queued", subject, request_id=request.request_id)
+        return "queued for the named organisation (dsr.portability_handover)"
 
     async def _erase(
         self, tx: Transaction, request: Request, subject: str, effects: Effects
