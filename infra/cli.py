@@ -83,7 +83,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         for error in exc.errors(include_input=False, include_url=False):
             print(f"  {'.'.join(map(str, error['loc']))}: {error['msg']}", file=sys.stderr)
         return EXIT_USAGE
-    plog.configure(settings.log_level, settings.log_format)
+    # Workers log to stdout; every other command keeps stdout for its own output.
+    plog.configure(
+        settings.log_level, settings.log_format, sys.stdout if args.command == "run" else sys.stderr
+    )
     handler: Handler = args.handler
     try:
         return handler(args, settings)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import sqlite3
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
@@ -92,16 +93,39 @@ def translate(exc: sqlite3.Error) -> StoreUnavailable | StoreRejected:
     return StoreRejected(f"store refused the statement: {type(exc).__name__}")
 
 
+_TARGET = re.compile(
+    r"^\s*(?:INSERT(?:\s+OR\s+\w+)?\s+INTO|REPLACE\s+INTO|UPDATE(?:\s+OR\s+\w+)?|DELETE\s+FROM)"
+    r"\s+(\w+)",
+    re.IGNORECASE,
+)
+
+
+def _target(sql: str) -> str:
+    """The table a write statement changes; unknown shapes share one ordered group."""
+    match = _TARGET.match(sql)
+    return match.group(1).lower() if match else "*"
+
+
 class Transaction:
     """One open transaction: staged writes plus reads that see them."""
 
     def __init__(self, conn: aiosqlite.Connection) -> None:
         self._conn = conn
-        self._staged: dict[str, list[Row]] = {}
+        self._staged: dict[str, list[tuple[str, list[Row]]]] = {}
 
     def stage(self, sql: str, params: Row) -> None:
-        """Queue a write; statements run grouped, in order of first use."""
-        self._staged.setdefault(sql, []).append(params)
+        """Queue a write.
+
+        Writes to one table run in the order they were staged; runs of the same
+        statement on a table go in one ``executemany``. Writes to different tables may
+        run in any order, so a statement must not read another table that the same
+        transaction writes (none here does: no INSERT ... SELECT, no triggers).
+        """
+        runs = self._staged.setdefault(_target(sql), [])
+        if runs and runs[-1][0] == sql:
+            runs[-1][1].append(params)
+        else:
+            runs.append((sql, [params]))
 
     def stage_all(self, writes: Iterable[tuple[str, Row]]) -> None:
         for sql, params in writes:
@@ -109,8 +133,9 @@ class Transaction:
 
     async def flush(self) -> None:
         staged, self._staged = self._staged, {}
-        for sql, rows in staged.items():
-            await self._guard(self._conn.executemany(sql, rows))
+        for runs in staged.values():
+            for sql, rows in runs:
+                await self._guard(self._conn.executemany(sql, rows))
 
     async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         await self.flush()

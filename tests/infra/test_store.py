@@ -72,3 +72,18 @@ async def test_closed_store_is_unavailable(tmp_path: Path) -> None:
     with pytest.raises(StoreUnavailable):
         async with store.transaction():
             pass
+
+
+async def test_writes_to_one_table_keep_their_order(store: SqliteStore) -> None:
+    """An update staged after an insert of the same row must see it (statement order)."""
+    update = "UPDATE t SET v = ? WHERE tenant_id = ? AND k = ?"
+    insert = "INSERT INTO t VALUES (?, ?, ?)"
+    async with store.transaction() as tx:
+        tx.stage(insert, ("acme", "a", 1))
+    async with store.transaction() as tx:
+        tx.stage(update, (10, "acme", "a"))  # the UPDATE is used first ...
+        tx.stage(insert, ("acme", "b", 2))  # ... then a row is inserted ...
+        tx.stage(update, (20, "acme", "b"))  # ... and updated: must run after the insert
+    async with store.transaction() as tx:
+        rows = await tx.fetchall("SELECT k, v FROM t WHERE tenant_id = ? ORDER BY k", ("acme",))
+    assert rows == [("a", 10), ("b", 20)]
