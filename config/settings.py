@@ -71,6 +71,11 @@ class Settings(BaseSettings):
     # Store
     db_path: Path = Path("var/privacyops.db")
     db_busy_timeout_ms: int = Field(5_000, ge=0, le=600_000)
+    db_synchronous: Literal["full", "normal"] = Field(
+        "full",
+        description="full: every commit is fsynced before its messages are acked (survives "
+        "power loss); normal: survives a process crash only, faster.",
+    )
 
     # Data-subject requests
     datamap_path: Path | None = Field(

@@ -14,9 +14,11 @@ from typing import Any
 
 import aio_pika
 import aiormq
-from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
+from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 
 from infra.errors import BrokerUnavailable, PublishNacked, PublishRejected
+
+PERSISTENT = 2  # AMQP delivery mode: written to disk by the broker
 
 #: What aio-pika and aiormq raise when the broker is away or the channel is gone.
 BROKER_ERRORS: tuple[type[BaseException], ...] = (
@@ -54,7 +56,6 @@ class ConfirmedPublisher:
     def __init__(self, channel: AbstractChannel, timeout: float) -> None:
         self._channel = channel
         self._timeout = timeout
-        self._exchanges: dict[str, AbstractExchange] = {}
 
     async def publish(
         self,
@@ -68,18 +69,26 @@ class ConfirmedPublisher:
         timestamp: datetime | None = None,
         content_type: str = "application/json",
     ) -> None:
-        message = aio_pika.Message(
-            body,
-            headers=dict(headers or {}),
+        # aiormq's frame-level publish: aio-pika's Message wrapper costs about a third of
+        # the time of a confirmed publish, and the relay publishes one event per message.
+        properties = aiormq.spec.Basic.Properties(
+            content_type=content_type,
+            delivery_mode=PERSISTENT,
+            headers=dict(headers) if headers else None,
             message_id=message_id,
             correlation_id=correlation_id,
-            content_type=content_type,
             timestamp=timestamp or datetime.now(UTC),
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
         )
         try:
-            target = await self._exchange(exchange)
-            await target.publish(message, routing_key, mandatory=True, timeout=self._timeout)
+            channel = await self._channel.get_underlay_channel()
+            await channel.basic_publish(
+                body,
+                exchange=exchange,
+                routing_key=routing_key,
+                mandatory=True,
+                properties=properties,
+                timeout=self._timeout,
+            )
         except aiormq.exceptions.PublishError as exc:
             raise PublishRejected(
                 f"no queue bound on exchange {exchange!r} for routing key {routing_key!r}"
@@ -92,11 +101,3 @@ class ConfirmedPublisher:
             raise PublishNacked(f"broker nacked a publish to {exchange!r}") from exc
         except BROKER_ERRORS as exc:
             raise BrokerUnavailable(f"publish not confirmed: {type(exc).__name__}") from exc
-
-    async def _exchange(self, name: str) -> AbstractExchange:
-        if name not in self._exchanges:
-            if name == "":
-                self._exchanges[name] = self._channel.default_exchange
-            else:
-                self._exchanges[name] = await self._channel.get_exchange(name, ensure=False)
-        return self._exchanges[name]

@@ -48,7 +48,9 @@ class Service:
             list(workers) if workers is not None else build_workers(settings.workers, settings)
         )
         self.names = Names(settings.namespace)
-        self.store = SqliteStore(settings.db_path, settings.db_busy_timeout_ms)
+        self.store = SqliteStore(
+            settings.db_path, settings.db_busy_timeout_ms, settings.db_synchronous
+        )
         self.consumers: list[Consumer] = []
         self.relay: OutboxRelay | None = None
         self.queues: dict[str, AbstractQueue] = {}

@@ -167,9 +167,13 @@ class Transaction:
 class SqliteStore:
     """The embedded default store: one SQLite file in WAL mode."""
 
-    def __init__(self, path: Path, busy_timeout_ms: int = 5_000) -> None:
+    def __init__(self, path: Path, busy_timeout_ms: int = 5_000, synchronous: str = "full") -> None:
         self.path = path
         self._busy_timeout_ms = busy_timeout_ms
+        # FULL: a commit is on disk before the messages it covers are acknowledged, so a
+        # power loss cannot lose them. NORMAL (WAL): survives a crash of the process, not
+        # of the machine; faster (no fsync per commit).
+        self._synchronous = "NORMAL" if synchronous == "normal" else "FULL"
         self._conn: aiosqlite.Connection | None = None
         self._lock = asyncio.Lock()
 
@@ -179,7 +183,7 @@ class SqliteStore:
             self._conn = await aiosqlite.connect(self.path, isolation_level=None)
             await self._conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
             await self._conn.execute("PRAGMA journal_mode = WAL")
-            await self._conn.execute("PRAGMA synchronous = FULL")
+            await self._conn.execute(f"PRAGMA synchronous = {self._synchronous}")
             await self._conn.execute("PRAGMA foreign_keys = ON")
             for schema in (RUNTIME_SCHEMA, *schemas):
                 await self._conn.executescript(schema)
