@@ -166,7 +166,10 @@ class Settings(BaseSettings):
     )
 
     # Workers and logging
-    workers: list[str] = Field(default_factory=lambda: ["consent"])
+    workers: list[str] = Field(
+        default_factory=lambda: ["consent", "dsr", "security", "notifier"],
+        description="Workers `privacyops run` starts by default: all of them.",
+    )
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 

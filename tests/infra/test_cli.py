@@ -29,6 +29,8 @@ def run_cli(
         "PRIVACYOPS_DB_PATH": str(settings.db_path),
         "PRIVACYOPS_RETRY_DELAYS_MS": json.dumps(settings.retry_delays_ms),
         "PRIVACYOPS_LOG_FORMAT": "json",
+        "PRIVACYOPS_WORKERS": '["consent"]',
+
     }
     executable = str(BIN) if BIN.exists() else shutil.which("privacyops") or "privacyops"
     return subprocess.run(
