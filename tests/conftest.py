@@ -100,10 +100,12 @@ async def start_service(settings: Settings) -> AsyncIterator[ServiceFactory]:
     """Start a Service (default: the consent worker); stopped and cleaned up after the test."""
     started: list[Service] = []
     worker_names: set[str] = set()
+    delays: set[int] = set(settings.retry_delays_ms)
 
     async def start(workers: list[Worker] | None = None, **overrides: Any) -> Service:
         service = Service(settings.with_changes(**overrides), workers)
         worker_names.update(w.name for w in service.workers)
+        delays.update(service.settings.retry_delays_ms)
         await service.start()
         started.append(service)
         return service
@@ -115,7 +117,7 @@ async def start_service(settings: Settings) -> AsyncIterator[ServiceFactory]:
         settings.amqp_url.get_secret_value(),
         Names(settings.namespace),
         sorted(worker_names),
-        settings.retry_delays_ms,
+        sorted(delays),
     )
 
 

@@ -30,7 +30,6 @@ def run_cli(
         "PRIVACYOPS_RETRY_DELAYS_MS": json.dumps(settings.retry_delays_ms),
         "PRIVACYOPS_LOG_FORMAT": "json",
         "PRIVACYOPS_WORKERS": '["consent"]',
-
     }
     executable = str(BIN) if BIN.exists() else shutil.which("privacyops") or "privacyops"
     return subprocess.run(

@@ -184,6 +184,7 @@ async def test_healthz_fails_while_the_broker_is_stopped(
         "PRIVACYOPS_METRICS_PORT": str(port),
         "PRIVACYOPS_METRICS_HOST": "127.0.0.1",
         "PRIVACYOPS_LOG_FORMAT": "json",
+        "PRIVACYOPS_RETRY_DELAYS_MS": json.dumps(settings.retry_delays_ms),
     }
     run = subprocess.Popen(  # noqa: ASYNC220 - a long-running process, stopped below
         [str(BIN), "run", "--worker", "consent"],
