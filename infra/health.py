@@ -166,7 +166,9 @@ class DepthRefresher:
         workers: Sequence[str],
         metrics: Metrics,
         interval_s: float,
+        figures: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
+        self._figures = figures
         self._connection = connection
         self._names = names
         self._gauges = {w: metrics.dlq_depth.labels(w) for w in workers}
@@ -196,6 +198,8 @@ class DepthRefresher:
                 depth = await self._depth(worker)
                 if depth is not None:
                     gauge.set(depth)
+            if self._figures is not None:
+                await self._figures()
 
     async def _depth(self, worker: str) -> int | None:
         channel = await self._connection.channel()

@@ -71,6 +71,12 @@ class Metrics:
             buckets=_BATCH_BUCKETS,
             registry=r,
         )
+        self.worker_state = Gauge(
+            "privacyops_worker_state",
+            "Figures a worker reports: dsr overdue/due_soon requests, open incidents, ...",
+            ["worker", "name"],
+            registry=r,
+        )
         self.dlq_depth = Gauge(
             "privacyops_dead_letter_depth",
             "Messages in the dead-letter queue.",

@@ -163,12 +163,25 @@ class Service:
             [w.name for w in self.workers],
             self.metrics,
             s.dlq_depth_interval_s,
+            self._refresh_figures,
         )
         depths.start()
         self._closers.append(("dlq_depths", depths.stop))
         self.ops = OpsServer(self.metrics, self.health, lambda: self.ready, s.health_timeout_s)
         await self.ops.start(s.metrics_host, s.metrics_port)
         self._closers.append(("ops_server", self.ops.stop))
+
+    async def _refresh_figures(self) -> None:
+        """Each worker's own figures into ``privacyops_worker_state{worker, name}``."""
+        now = datetime.now(UTC)
+        for worker in self.workers:
+            try:
+                figures = await worker.gauges(self.store, now)
+            except PrivacyOpsError as exc:
+                log.warning("gauges_failed", worker=worker.name, error_type=exc.code)
+                continue
+            for name, value in figures.items():
+                self.metrics.worker_state.labels(worker.name, name).set(value)
 
     async def health(self) -> dict[str, bool]:
         """Broker connection open and store answering, each within health_timeout_s."""

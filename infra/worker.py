@@ -177,6 +177,10 @@ class Worker(ABC):
     async def tick(self, store: SqliteStore, sink: EventSink, now: datetime) -> None:  # noqa: B027
         """Periodic work such as deadline and hold sweeps. Default: nothing."""
 
+    async def gauges(self, store: SqliteStore, now: datetime) -> dict[str, float]:
+        """Current figures for ops (overdue requests, open incidents). Default: none."""
+        return {}
+
     async def prepare(self, tx: Transaction, messages: Sequence[Envelope]) -> None:  # noqa: B027
         """Load in one query whatever the batch's handlers will read. Default: nothing."""
 

@@ -336,6 +336,21 @@ class SecurityWorker(Worker):
 
     # -- periodic: the 72-hour clock ---------------------------------------------------------
 
+    async def gauges(self, store: SqliteStore, now: datetime) -> dict[str, float]:
+        """Open incidents and regulator reports past their 72 hours, for ops."""
+        async with store.transaction() as tx:
+            open_row = await tx.fetchone(
+                "SELECT count(*) FROM security_incidents WHERE status != 'closed'"
+            )
+            late_row = await tx.fetchone(
+                "SELECT count(*) FROM security_reports WHERE sent_at IS NULL AND due_at < ?",
+                (now.isoformat(),),
+            )
+        return {
+            "incidents_open": float(open_row[0] if open_row else 0),
+            "reports_overdue": float(late_row[0] if late_row else 0),
+        }
+
     async def tick(self, store: SqliteStore, sink: EventSink, now: datetime) -> None:
         from workers.security_admin import sweep_reports
 

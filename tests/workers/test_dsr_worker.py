@@ -545,6 +545,13 @@ async def test_extension_before_the_due_date_and_refusal_after(
     assert sql(db, "SELECT deadline_flag FROM dsr_requests WHERE request_id = 'r-late'") == [
         ("overdue",)
     ]
+    figures = await worker.gauges(dsr.store, datetime.now(UTC))
+    assert figures == {"requests_open": 2.0, "requests_due_soon": 0.0, "requests_overdue": 1.0}
+    await dsr._refresh_figures()
+    sample = dsr.metrics.registry.get_sample_value(
+        "privacyops_worker_state", {"worker": "dsr", "name": "requests_overdue"}
+    )
+    assert sample == 1.0
 
 
 async def test_planted_personal_data_stays_out_of_logs_and_headers(

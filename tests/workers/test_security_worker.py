@@ -139,6 +139,9 @@ async def test_the_same_alert_for_two_tenants_makes_two_incidents(
     rows = sql(settings.db_path, "SELECT tenant_id, incident_id FROM security_incidents")
     assert sorted(t for t, _ in rows) == ["acme", "bravo"]
     assert len({i for _, i in rows}) == 2
+    worker = security.workers[0]
+    figures = await worker.gauges(security.store, datetime.now(UTC))
+    assert figures == {"incidents_open": 2.0, "reports_overdue": 0.0}
     assert sorted((t, s) for t, s, _, _ in notices(settings.db_path)) == [
         ("acme", "debtor-1"),
         ("bravo", "debtor-1"),

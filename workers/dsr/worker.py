@@ -22,7 +22,8 @@ than preloading the batch.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from collections import Counter
+from datetime import date, datetime, timedelta
 from typing import Any, ClassVar
 
 from config.datamap import load_datamap, load_retention
@@ -50,7 +51,13 @@ from workers.consent import SCHEMA as CONSENT_SCHEMA
 from workers.dsr import package, rights, sweeps
 from workers.dsr.erasure import Eraser
 from workers.dsr.gather import gather
-from workers.dsr.lifecycle import NEEDS_VERIFICATION, Status, due_on, extended_due_on
+from workers.dsr.lifecycle import (
+    NEEDS_VERIFICATION,
+    Status,
+    deadline_state,
+    due_on,
+    extended_due_on,
+)
 from workers.dsr.recipients import tell_recipients
 from workers.dsr.requests import Request, load
 from workers.dsr.tables import SCHEMA as DSR_SCHEMA
@@ -90,6 +97,20 @@ class DsrWorker(Worker):
             await self._verified(self._tx, message, effects)
         elif isinstance(message, DsrExtended):
             await self._extended(self._tx, message, effects)
+
+    async def gauges(self, store: SqliteStore, now: datetime) -> dict[str, float]:
+        """Open requests, and those due within 7 days or overdue, for ops."""
+        async with store.transaction() as tx:
+            rows = await tx.fetchall(
+                "SELECT due_on FROM dsr_requests"
+                " WHERE status NOT IN ('completed', 'partially_completed', 'refused')"
+            )
+        states = Counter(deadline_state(date.fromisoformat(due), now.date()) for (due,) in rows)
+        return {
+            "requests_open": float(len(rows)),
+            "requests_due_soon": float(states["due_soon"]),
+            "requests_overdue": float(states["overdue"]),
+        }
 
     async def tick(self, store: SqliteStore, sink: EventSink, now: datetime) -> None:
         await sweeps.run_all(self, store, sink, now)
