@@ -48,7 +48,6 @@ from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobus
 from config.settings import Settings
 from infra import rabbit
 from infra.dlq_codec import (
-    BROKER_HEADERS,
     CARRIED_PROPERTIES,
     H_DEAD_LETTERED_BY,
     H_REPLAYED_AT,
@@ -59,8 +58,9 @@ from infra.dlq_codec import (
     parse,
 )
 from infra.errors import BrokerUnavailable, PublishNacked, PublishRejected
+from infra.headers import BROKER_HEADERS, H_ATTEMPTS
 from infra.rabbit import BROKER_ERRORS
-from infra.runtime import H_ATTEMPTS, SIGNATURE_HEADER, sign
+from infra.runtime import SIGNATURE_HEADER, sign
 from infra.store import SqliteStore
 from infra.topology import Names
 from infra.worker import Effects, commit_effects

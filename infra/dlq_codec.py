@@ -32,8 +32,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
 
-from infra.redaction import MASK, SENSITIVE_KEYS, redact, redact_text
-from infra.runtime import (
+from infra.headers import (
     H_ATTEMPTS,
     H_ERROR,
     H_ERROR_TYPE,
@@ -42,6 +41,7 @@ from infra.runtime import (
     H_ROUTING_KEY,
     H_WORKER,
 )
+from infra.redaction import MASK, SENSITIVE_KEYS, redact, redact_text
 
 H_REPLAYS = "x-privacyops-replays"
 H_REPLAYED_BY = "x-privacyops-replayed-by"
@@ -51,19 +51,6 @@ H_DEAD_LETTERED_BY = "x-privacyops-dead-lettered-by"
 #: The runtime's error before the broker dead-lettered the message (delivery limit).
 H_PREVIOUS_ERROR_TYPE = "x-privacyops-previous-error-type"
 
-#: Set by the broker on delivery or dead-lettering; never copied onto a message we publish.
-BROKER_HEADERS = frozenset(
-    {
-        "x-death",
-        "x-first-death-exchange",
-        "x-first-death-queue",
-        "x-first-death-reason",
-        "x-last-death-exchange",
-        "x-last-death-queue",
-        "x-last-death-reason",
-        "x-delivery-count",
-    }
-)
 
 #: AMQP properties carried over when a message is moved. ``expiration`` would make a
 #: dead letter expire in its queue and ``user_id`` must match the publishing user, so

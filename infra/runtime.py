@@ -44,6 +44,17 @@ from infra.errors import (
     SignatureInvalid,
     UnknownMessageType,
 )
+from infra.headers import (
+    BROKER_HEADERS,
+    H_ATTEMPTS,
+    H_ERROR,
+    H_ERROR_TYPE,
+    H_FIRST_FAILURE,
+    H_LAST_FAILURE,
+    H_ROUTING_KEY,
+    H_WORKER,
+    SIGNATURE,
+)
 from infra.metrics import NullMetrics, WorkerMetrics
 from infra.outbox import OutboxRelay
 from infra.rabbit import BROKER_ERRORS, ConfirmedPublisher
@@ -56,26 +67,7 @@ from messages.registry import decode
 
 log = structlog.get_logger("privacyops.runtime")
 
-SIGNATURE_HEADER = "x-privacyops-signature"
-H_ATTEMPTS = "x-privacyops-attempts"
-H_ERROR_TYPE = "x-privacyops-error-type"
-H_ERROR = "x-privacyops-error"
-H_FIRST_FAILURE = "x-privacyops-first-failure"
-H_LAST_FAILURE = "x-privacyops-last-failure"
-H_WORKER = "x-privacyops-worker"
-H_ROUTING_KEY = "x-privacyops-routing-key"
-#: Broker-set headers that must not be copied onto a republished message.
-_BROKER_HEADERS = (
-    "x-death",
-    "x-first-death-exchange",
-    "x-first-death-queue",
-    "x-first-death-reason",
-    "x-last-death-exchange",
-    "x-last-death-queue",
-    "x-last-death-reason",
-    "x-delivery-count",
-)
-
+SIGNATURE_HEADER = SIGNATURE
 INBOX_SEEN = "SELECT message_id FROM inbox WHERE worker = ? AND tenant_id = ? AND message_id IN "
 INBOX_INSERT = (
     "INSERT INTO inbox (worker, tenant_id, message_id, type, processed_at) VALUES (?, ?, ?, ?, ?)"
@@ -426,7 +418,7 @@ class Consumer:
     def _failure_headers(self, d: Delivery, error: PrivacyOpsError) -> dict[str, Any]:
         now = datetime.now(UTC).isoformat()
         old = dict(d.raw.headers or {})
-        headers = {k: v for k, v in old.items() if k not in _BROKER_HEADERS}
+        headers = {k: v for k, v in old.items() if k not in BROKER_HEADERS}
         headers.update(
             {
                 H_ATTEMPTS: d.attempt,

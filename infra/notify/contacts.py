@@ -13,18 +13,11 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from infra.platform import SCHEMA as PLATFORM_SCHEMA
 from infra.store import SqliteStore
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS contact_points (
-    tenant_id   TEXT NOT NULL,
-    subject_ref TEXT NOT NULL,
-    kind        TEXT NOT NULL,
-    value       TEXT NOT NULL,
-    is_primary  INTEGER NOT NULL DEFAULT 1
-);
-CREATE INDEX IF NOT EXISTS contact_points_subject ON contact_points (tenant_id, subject_ref);
-"""
+#: contact_points belongs to the platform's data (infra/platform.py); the notifier only reads it.
+SCHEMA = PLATFORM_SCHEMA
 
 #: Notice channel -> contact_points.kind.
 CONTACT_KIND = {"email": "email", "sms": "phone"}

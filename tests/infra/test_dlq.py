@@ -21,7 +21,7 @@ from config.settings import Settings
 from infra import rabbit, topology
 from infra.dlq_codec import H_REPLAYED_BY, H_REPLAYS
 from infra.errors import ProviderUnavailable
-from infra.runtime import H_ATTEMPTS
+from infra.headers import H_ATTEMPTS
 from infra.topology import Names
 from infra.worker import Effects, Worker
 from messages.envelope import Envelope

@@ -23,7 +23,7 @@ from infra.dlq_codec import (
     parse_since,
     to_record,
 )
-from infra.runtime import (
+from infra.headers import (
     H_ATTEMPTS,
     H_ERROR,
     H_ERROR_TYPE,

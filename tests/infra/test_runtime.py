@@ -12,7 +12,7 @@ from aio_pika.abc import AbstractIncomingMessage
 
 from config.settings import Settings
 from infra.errors import ProviderUnavailable
-from infra.runtime import (
+from infra.headers import (
     H_ATTEMPTS,
     H_ERROR,
     H_ERROR_TYPE,

@@ -15,7 +15,7 @@ import pytest
 
 from config.datamap import load_datamap
 from config.settings import Settings
-from infra.runtime import H_ERROR, H_ERROR_TYPE
+from infra.headers import H_ERROR, H_ERROR_TYPE
 from infra.service import Service
 from infra.store import SqliteStore
 from messages.dsr import (

@@ -17,7 +17,7 @@ from typing import Any
 from aio_pika.abc import AbstractIncomingMessage
 
 from config.settings import Settings
-from infra.runtime import H_ERROR, H_ERROR_TYPE
+from infra.headers import H_ERROR, H_ERROR_TYPE
 from infra.service import Service
 from infra.topology import Names
 from messages.notices import NoticeSend, NoticeSendPayload

@@ -14,7 +14,7 @@ import pytest
 
 from config.settings import Settings
 from infra.errors import RuleViolation
-from infra.runtime import H_ERROR_TYPE
+from infra.headers import H_ERROR_TYPE
 from infra.service import Service
 from infra.store import SqliteStore
 from messages.publisher import Publisher
@@ -268,8 +268,10 @@ async def test_the_72_hour_flag_and_the_report(
     await store.open([db.SCHEMA])
     try:
         now = datetime.now(UTC)
-        assert await admin.sweep_reports(store, None, now, timedelta(hours=12)) == 1
+        # The service's own periodic sweep may get there first: together, exactly once.
+        first = await admin.sweep_reports(store, None, now, timedelta(hours=12))
         assert await admin.sweep_reports(store, None, now, timedelta(hours=12)) == 0  # once
+        assert first in (0, 1)
         incident_id = one(path, "SELECT incident_id FROM security_incidents")
         with pytest.raises(RuleViolation, match="report is not sent"):
             await admin.set_status(store, None, incident_id, IncidentStatus.CLOSED, "ops", now)
