@@ -49,8 +49,9 @@ _PATTERNS = (
     re.compile(r"\+\d[\d\s\-()]{7,18}\d"),
     # local South African numbers such as 082 123 4567 or 0821234567
     re.compile(r"\b0\d{2}[\s\-]?\d{3}[\s\-]?\d{4}\b"),
-    # South African ID numbers (13 digits) and any other run of 9+ digits
-    re.compile(r"\d{9,}"),
+    # South African ID numbers (13 digits) and any other run of 9+ digits standing on its
+    # own (not inside an identifier such as a hex incident id: "inc-a59fb10260944152")
+    re.compile(r"(?<![A-Za-z0-9])\d{9,}(?![A-Za-z0-9])"),
 )
 
 

@@ -84,3 +84,9 @@ def test_console_rendering_when_asked() -> None:
     assert "hello" in stream.getvalue()
     assert not stream.getvalue().startswith("{")
     plog.configure("info", "json")
+
+
+def test_digit_runs_inside_identifiers_survive() -> None:
+    for keep in ["inc-a59fb10260944152", "bench1e30f865c8", "req-2026a123456789b"]:
+        assert redact_text(keep) == keep
+    assert redact_text("id 8501015800084, ref_8501015800084") == f"id {MASK}, ref_{MASK}"
