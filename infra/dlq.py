@@ -40,7 +40,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import aio_pika
 import aiormq
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
@@ -57,7 +56,7 @@ from infra.dlq_codec import (
     Record,
     parse,
 )
-from infra.errors import BrokerUnavailable, PublishNacked, PublishRejected
+from infra.errors import BrokerUnavailable
 from infra.headers import BROKER_HEADERS, H_ATTEMPTS
 from infra.rabbit import BROKER_ERRORS
 from infra.runtime import SIGNATURE_HEADER, sign
@@ -128,16 +127,6 @@ def replay_headers(letter: DeadLetter, operator: str, now: datetime) -> dict[str
     return headers
 
 
-def _message(body: bytes, headers: Mapping[str, Any], properties: Mapping[str, Any]) -> Any:
-    carried = {k: properties[k] for k in CARRIED_PROPERTIES if properties.get(k) is not None}
-    return aio_pika.Message(
-        body,
-        headers={k: v for k, v in headers.items() if k not in BROKER_HEADERS},
-        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-        **carried,
-    )
-
-
 class DeadLetterAdmin:
     """An admin's session with the dead-letter queues; every change is audited."""
 
@@ -148,11 +137,13 @@ class DeadLetterAdmin:
         self.actor = f"operator:{settings.operator}"
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractChannel | None = None
+        self._publisher: rabbit.ConfirmedPublisher | None = None
 
     async def __aenter__(self) -> DeadLetterAdmin:
         s = self.settings
         self._connection = await rabbit.connect(s.amqp_url.get_secret_value(), s.connect_timeout_s)
         self._channel = await rabbit.open_channel(self._connection, confirms=True)
+        self._publisher = rabbit.ConfirmedPublisher(self._channel, s.publish_timeout_s)
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -292,24 +283,17 @@ class DeadLetterAdmin:
         headers: Mapping[str, Any],
         letter: DeadLetter | Record,
     ) -> None:
-        message = _message(body, headers, letter.properties)
-        try:
-            target = (
-                self.channel.default_exchange
-                if exchange == ""
-                else await self.channel.get_exchange(exchange, ensure=False)
-            )
-            await target.publish(
-                message, routing_key, mandatory=True, timeout=self.settings.publish_timeout_s
-            )
-        except aiormq.exceptions.PublishError as exc:
-            raise PublishRejected(
-                f"no queue bound on exchange {exchange!r} for routing key {routing_key!r}"
-            ) from exc
-        except aiormq.exceptions.DeliveryError as exc:
-            raise PublishNacked(f"broker nacked a publish to {exchange!r}") from exc
-        except BROKER_ERRORS as exc:
-            raise BrokerUnavailable(f"publish not confirmed: {type(exc).__name__}") from exc
+        properties = letter.properties
+        carried = {k: properties[k] for k in CARRIED_PROPERTIES if properties.get(k) is not None}
+        if self._publisher is None:
+            raise BrokerUnavailable("dead-letter admin is not connected")
+        await self._publisher.publish(
+            exchange,
+            routing_key,
+            body,
+            headers={k: v for k, v in headers.items() if k not in BROKER_HEADERS},
+            carried=carried,
+        )
 
     @staticmethod
     async def _ack(raw: AbstractIncomingMessage) -> None:
