@@ -11,6 +11,8 @@ exchanges at the end:
 (b) pre-publishes N into the consent worker's queue and times a ``Service`` running the
     consent worker with the default batch settings until every message is committed and
     acknowledged; the outbox relay's ``consent.updated`` publishing is timed separately.
+    The service reports to a ``Probe`` (the runtime's ``Observer`` hook): when consuming
+    started and when each batch was committed and acknowledged.
     (b) runs with worker logs at ``warning`` and, unless ``--skip-info``, again with ``info``
     logs rendered to ``--log-file`` (default /dev/null), which costs the per-message events;
 (c) publishes at half the peak rate of (b) from a separate process for ``--seconds`` and
@@ -42,16 +44,17 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import aio_pika
-from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
+from aio_pika.abc import AbstractIncomingMessage
 from pydantic import SecretStr
 
-import infra.service
 from config.settings import Settings
 from infra import logging as plog
 from infra import rabbit, topology
-from infra.runtime import Consumer
-from infra.service import Service
-from infra.topology import QUORUM, Names
+from infra.runtime.service import Service
+from infra.runtime.worker import Worker
+from infra.topology import QUORUM
+from messages.names import Names
+from workers import registry
 from workers.consent import ConsentWorker
 
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
@@ -172,7 +175,7 @@ class Probe:
     """Times the worker from outside: when consuming started, when each batch was settled."""
 
     started: float = 0.0
-    settled: int = 0
+    count: int = 0
     target: int = 0
     finished: float = 0.0
     done: asyncio.Event = field(default_factory=asyncio.Event)
@@ -180,9 +183,17 @@ class Probe:
     batches: list[int] = field(default_factory=list)
 
     def reset(self, target: int) -> None:
-        self.started, self.settled, self.target, self.finished = 0.0, 0, target, 0.0
+        self.started, self.count, self.target, self.finished = 0.0, 0, target, 0.0
         self.done = asyncio.Event()
         self.latencies_ms, self.batches = [], []
+
+    def consuming(self, worker: str) -> None:
+        """``Observer``: the consumer started (the clock of the run starts)."""
+        self.started = time.perf_counter()
+
+    def settled(self, worker: str, raws: Sequence[AbstractIncomingMessage]) -> None:
+        """``Observer``: a batch committed and was acknowledged."""
+        self.record(raws)
 
     def record(self, raws: Sequence[AbstractIncomingMessage]) -> None:
         now_us = time.time_ns() // 1000
@@ -191,32 +202,13 @@ class Probe:
             sent_us = (raw.headers or {}).get(SENT_HEADER)
             if isinstance(sent_us, int):
                 self.latencies_ms.append((now_us - sent_us) / 1000)
-        self.settled += len(raws)
-        if self.settled >= self.target and not self.finished:
+        self.count += len(raws)
+        if self.count >= self.target and not self.finished:
             self.finished = time.perf_counter()
             self.done.set()
 
 
 PROBE = Probe()
-
-
-class TimedConsumer(Consumer):
-    """The runtime's consumer, unchanged, plus timestamps: start, and each settled batch.
-
-    ``process`` returns after the batch's transaction committed and its deliveries were
-    acknowledged, so the time it returns is the commit (plus ack) time of every message in it.
-    """
-
-    async def start(self, queue: AbstractQueue) -> None:
-        PROBE.started = time.perf_counter()
-        await super().start(queue)
-
-    async def process(self, raws: Sequence[AbstractIncomingMessage]) -> None:
-        await super().process(raws)
-        PROBE.record(raws)
-
-
-infra.service.Consumer = TimedConsumer  # type: ignore[attr-defined]
 
 
 def store_count(db: Path, sql: str) -> int:
@@ -233,14 +225,13 @@ async def wait_for(predicate: Any, within: float, interval: float = 0.01) -> Non
 async def worker_run(settings: Settings, count: int) -> dict[str, Any]:
     """Start the consent worker on a pre-filled queue; time commits and the relay."""
     PROBE.reset(count)
-    service = Service(settings, [ConsentWorker()])
+    service = Service(settings, [ConsentWorker()], schemas=registry.schemas(), observer=PROBE)
     await service.start()
     try:
         async with asyncio.timeout(300):
             await PROBE.done.wait()
         elapsed = PROBE.finished - PROBE.started
-        relay = service.relay
-        assert relay is not None
+        relay = service.outboxes.events
         await wait_for(lambda: relay.published >= count, 300)
         relay_elapsed = time.perf_counter() - PROBE.started
     finally:
@@ -301,7 +292,7 @@ def steady_publisher(url: str, exchange: str, rate: float, total: int, seed: int
 async def latency_run(settings: Settings, rate: float, seconds: float) -> dict[str, Any]:
     total = max(1, int(rate * seconds))
     PROBE.reset(total)
-    service = Service(settings, [ConsentWorker()])
+    service = Service(settings, [ConsentWorker()], schemas=registry.schemas(), observer=PROBE)
     await service.start()
     ctx = multiprocessing.get_context("spawn")
     child = ctx.Process(
@@ -353,27 +344,26 @@ async def purge(url: str, queues: Sequence[str]) -> None:
             await queue.purge()
 
 
-async def delete_namespace(url: str, names: Names, raw_queue: str, delays: list[int]) -> None:
+async def delete_namespace(
+    url: str, names: Names, raw_queue: str, delays: list[int], worker: str = "consent"
+) -> None:
+    """The run's raw queue, then the worker's topology."""
     connection = await aio_pika.connect(url, timeout=10)
     async with connection:
         channel = await connection.channel()
-        queues = [raw_queue, names.unrouted, names.queue("consent"), names.dlq("consent")]
-        queues += [names.retry_queue("consent", d) for d in delays]
-        for queue in queues:
-            await channel.queue_delete(queue)
-        for exchange in (names.events, names.internal, names.outbound, names.unrouted):
-            await channel.exchange_delete(exchange)
+        await channel.queue_delete(raw_queue)
+        await topology.delete(channel, names, [worker], delays)
 
 
-async def declare(settings: Settings, raw_queue: str) -> None:
+async def declare(settings: Settings, raw_queue: str, worker: type[Worker] = ConsentWorker) -> None:
+    """The worker's topology, and the raw consumer's plain quorum queue beside it."""
     connection = await rabbit.connect(AMQP_URL, 10)
     async with connection:
         channel = await rabbit.open_channel(connection)
-        names = Names(settings.namespace)
         await topology.declare(
             channel,
-            names,
-            {ConsentWorker.name: ConsentWorker.handles},
+            Names(settings.namespace),
+            {worker.name: worker.message_types()},
             settings.retry_delays_ms,
             settings.delivery_limit,
         )

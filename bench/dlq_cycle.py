@@ -23,13 +23,15 @@ from pydantic import SecretStr
 
 from config.settings import Settings
 from infra import topology
-from infra.dlq import DeadLetterAdmin, Verdict
-from infra.dlq_codec import DeadLetter
-from infra.runtime import H_ATTEMPTS, H_ERROR, H_ERROR_TYPE, H_WORKER
-from infra.store import SqliteStore
-from infra.topology import Names
+from infra.dlq.admin import DeadLetterAdmin, Verdict
+from infra.dlq.codec import DeadLetter
+from infra.headers import H_ATTEMPTS, H_ERROR, H_ERROR_TYPE, H_WORKER
+from infra.runtime.session import all_schemas
+from infra.store import migrations, open_store
 from messages.consent import ConsentChanged, ConsentChangedPayload, Evidence
+from messages.names import Names
 from messages.registry import encode
+from workers import registry
 
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 WORKER = "bench"
@@ -83,8 +85,9 @@ async def main(count: int) -> None:
     names = Names(f"bench{uuid.uuid4().hex[:8]}")
     db = Path(tempfile.mkdtemp(prefix="dlq-bench-")) / "store.db"
     settings = Settings(amqp_url=SecretStr(AMQP_URL), namespace=names.namespace, db_path=db)
-    store = SqliteStore(db)
+    store = open_store(settings)
     await store.open()
+    await migrations.migrate(store, all_schemas(registry.schemas()))
     try:
         ids = await fill(names, count)
         seen: list[str] = []

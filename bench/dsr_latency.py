@@ -25,13 +25,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from config.datamap import load_datamap, load_retention
-from infra.store import SqliteStore
-from infra.worker import Effects
+from config.settings import Settings
+from infra.runtime.session import all_schemas
+from infra.runtime.worker import Effects
+from infra.store import migrations, open_store
+from workers import registry
 from workers.dsr import package
 from workers.dsr.erasure import Eraser
 from workers.dsr.gather import gather
-from workers.dsr.seed import seed
-from workers.dsr.worker import DsrWorker
+from workers.platform.seed import seed
 
 
 def pct(values: list[float], q: float) -> float:
@@ -40,8 +42,9 @@ def pct(values: list[float], q: float) -> float:
 
 
 async def main(debtors: int, samples: int, db: Path) -> dict[str, object]:
-    store = SqliteStore(db)
-    await store.open([DsrWorker.schema])
+    store = open_store(Settings(db_path=db))
+    await store.open()
+    await migrations.migrate(store, all_schemas(registry.schemas()))
     started = time.perf_counter()
     rows = await seed(store, ["acme"], debtors)
     seeding_s = time.perf_counter() - started

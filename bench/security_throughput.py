@@ -37,18 +37,24 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
-import aio_pika
-
-# bench/consent_throughput.py (on sys.path as the script's directory). Importing it also
-# swaps infra.service.Consumer for its TimedConsumer, which feeds PROBE.
-from consent_throughput import PROBE, prepublish, raw_consumer_rate, store_count, wait_for
+# bench/consent_throughput.py, on sys.path as the script's directory.
+from consent_throughput import (
+    PROBE,
+    declare,
+    delete_namespace,
+    prepublish,
+    raw_consumer_rate,
+    say,
+    store_count,
+    wait_for,
+)
 from pydantic import SecretStr
 
 from config.settings import Settings
 from infra import logging as plog
-from infra import rabbit, topology
-from infra.service import Service
-from infra.topology import QUORUM, Names
+from infra.runtime.service import Service
+from messages.names import Names
+from workers import registry
 from workers.security import SecurityWorker
 
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
@@ -93,14 +99,15 @@ def alert_bodies(count: int, fingerprints: int, seed: int) -> list[tuple[str, by
 
 async def worker_run(settings: Settings, count: int) -> dict[str, Any]:
     PROBE.reset(count)
-    service = Service(settings, [SecurityWorker(settings)])
+    service = Service(
+        settings, [SecurityWorker(settings)], schemas=registry.schemas(), observer=PROBE
+    )
     await service.start()
     try:
         async with asyncio.timeout(300):
             await PROBE.done.wait()
         elapsed = PROBE.finished - PROBE.started
-        relay = service.relay
-        assert relay is not None
+        relay = service.outboxes.events
         events = store_count(settings.db_path, "SELECT count(*) FROM event_outbox")
         await wait_for(lambda: relay.published >= events, 120)
     finally:
@@ -118,38 +125,6 @@ async def worker_run(settings: Settings, count: int) -> dict[str, Any]:
         "reports": store_count(db, "SELECT count(*) FROM security_reports"),
         "events": events,
     }
-
-
-async def declare(settings: Settings, raw_queue: str) -> None:
-    connection = await rabbit.connect(AMQP_URL, 10)
-    async with connection:
-        channel = await rabbit.open_channel(connection)
-        await topology.declare(
-            channel,
-            Names(settings.namespace),
-            {SecurityWorker.name: SecurityWorker.handles},
-            settings.retry_delays_ms,
-            settings.delivery_limit,
-        )
-        await channel.declare_queue(raw_queue, durable=True, arguments=QUORUM)
-
-
-async def delete_namespace(url: str, names: Names, raw_queue: str, delays: list[int]) -> None:
-    connection = await aio_pika.connect(url, timeout=10)
-    async with connection:
-        channel = await connection.channel()
-        worker = SecurityWorker.name
-        queues = [raw_queue, names.unrouted, names.queue(worker), names.dlq(worker)]
-        queues += [names.retry_queue(worker, d) for d in delays]
-        for queue in queues:
-            await channel.queue_delete(queue)
-        for exchange in (names.events, names.internal, names.outbound, names.unrouted):
-            await channel.exchange_delete(exchange)
-
-
-def say(text: str, quiet: bool) -> None:
-    if not quiet:
-        print(text, flush=True)
 
 
 async def worker_phase(
@@ -193,7 +168,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     }
     log_file = open(args.log_file, "w")  # noqa: SIM115, ASYNC230 - closed in finally
     try:
-        await declare(base, raw_queue)
+        await declare(base, raw_queue, SecurityWorker)
         say(f"namespace {namespace}, store {tmp}, {n} alerts, {fingerprints} fingerprints", quiet)
         bodies = alert_bodies(n, fingerprints, seed=1)
         results["body_bytes"] = round(statistics.fmean(len(b) for _, b in bodies))
@@ -216,7 +191,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             report(f"(b') security worker, info logs to {args.log_file}:", bi, raw, quiet)
     finally:
         plog.configure("warning", "json", sys.stderr)
-        await delete_namespace(AMQP_URL, names, raw_queue, base.retry_delays_ms)
+        await delete_namespace(
+            AMQP_URL, names, raw_queue, base.retry_delays_ms, SecurityWorker.name
+        )
         log_file.close()
     return results
 

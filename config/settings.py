@@ -99,6 +99,15 @@ class Settings(BaseSettings):
         "but does not stop them (POPIA s11(3)).",
     )
 
+    outbox_poll_s: float = Field(
+        1.0,
+        gt=0,
+        le=60,
+        description="How often the outbox relays read their tables for rows committed by "
+        "another process (admin commands, cron sweeps) or left by a crash.",
+    )
+    outbox_batch: int = Field(256, ge=1, le=5_000, description="Publishes in flight per relay.")
+
     sweep_interval_s: float = Field(
         60.0, gt=0, le=86_400, description="Seconds between periodic sweeps (deadlines, holds)."
     )
@@ -119,7 +128,7 @@ class Settings(BaseSettings):
     )
     health_timeout_s: float = Field(2.0, gt=0, le=60, description="Bound on a health probe.")
 
-    # Notifications (infra/notify, workers/notifier.py)
+    # Notifications (workers/notifier, infra/transports)
     tenants_path: Path | None = Field(
         None,
         description="Tenant identities TOML (sender, SMS id, website); default "
@@ -129,8 +138,6 @@ class Settings(BaseSettings):
     notify_sms_transport: Literal["file", "http"] = "file"
     notify_dir: Path = Field(Path("var/notices"), description="Where the file channel writes.")
     notify_timeout_s: float = Field(10.0, gt=0, le=120, description="One provider call.")
-    notice_poll_s: float = Field(1.0, gt=0, le=60, description="Notice relay polling period.")
-    notice_relay_batch: int = Field(200, ge=1, le=5_000)
     smtp_host: str = "127.0.0.1"
     smtp_port: int = Field(587, ge=1, le=65_535)
     smtp_security: Literal["starttls", "tls", "none"] = "starttls"
@@ -142,7 +149,7 @@ class Settings(BaseSettings):
     sms_gateway_token: SecretStr | None = None
     sms_rate_per_s: float = Field(5.0, gt=0, le=10_000)
 
-    # Security incidents (workers/security.py)
+    # Security incidents (workers/security)
     security_fingerprint: list[FingerprintField] = Field(
         default_factory=lambda: list(DEFAULT_FINGERPRINT),
         min_length=1,
@@ -167,8 +174,9 @@ class Settings(BaseSettings):
 
     # Workers and logging
     workers: list[str] = Field(
-        default_factory=lambda: ["consent", "dsr", "security", "notifier"],
-        description="Workers `privacyops run` starts by default: all of them.",
+        default_factory=list,
+        description="Workers `privacyops run` starts; empty (the default): every registered "
+        "worker. An unknown name is an error.",
     )
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"

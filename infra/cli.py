@@ -1,81 +1,88 @@
-"""The ``privacyops`` command line.
+"""The command line's plumbing: settings, logging, exit codes, one way to reach the store.
 
-    privacyops run [--worker NAME ...]     run workers until SIGTERM/SIGINT
-    privacyops topology declare            declare exchanges and queues
-    privacyops publish FILE|-              validate, then publish JSON messages
-    privacyops schema [--out DIR]          write JSON Schemas and the AsyncAPI file
-    privacyops consent check T S CHANNEL   suppression check for one channel
+The commands themselves are registered by the composition root
+(``workers/main.py``): its own (``run``, ``topology``, ``db``...), each worker's
+(``workers/<name>/cli.py``) and the dead-letter tools (``infra/dlq/cli.py``).
+Every command gets an ``App``: the settings and what the registry knows (every
+component's schema, every worker's name), so a command opens the store the
+same way the service does (``App.session``) and never builds one itself.
 
-Exit codes: 0 done, 1 failed or nothing matched, 2 bad usage or invalid input.
+Exit codes: 0 done, 1 failed or nothing matched, 2 bad usage, invalid input or
+a store whose schema is not the code's (``privacyops db migrate``).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
-from collections.abc import Callable, Sequence
-from pathlib import Path
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from typing import TypeAlias, TypeVar
 
 from pydantic import ValidationError
 
 from config.settings import Settings
-from infra import cli_admin, rabbit, topology
 from infra import logging as plog
-from infra.errors import PermanentError, PrivacyOpsError
-from infra.notify import cli as notify_cli
 from infra.redaction import describe_error
-from infra.service import Service
-from infra.store import SqliteStore
-from messages.envelope import Envelope
-from messages.publisher import Publisher
-from messages.registry import MESSAGE_TYPES, decode
-from workers import security_cli
-from workers.dsr import cli as dsr_cli
-from workers.registry import build_workers
+from infra.runtime.session import Session, session
+from infra.store import Store
+from infra.store.migrations import Schema
+from messages.errors import PrivacyOpsError, StoreOutOfDate
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+T = TypeVar("T")
+
+#: The ``add_subparsers`` object a registrar adds its commands to.
+SubParsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 
-Handler = Callable[[argparse.Namespace, Settings], int]
+@dataclass(frozen=True)
+class App:
+    """What a command needs from the composition root."""
+
+    settings: Settings
+    #: Every registered component's schema (the runtime's is added by the session).
+    schemas: tuple[Schema, ...]
+    #: Every registered worker's name, in registry order.
+    worker_names: tuple[str, ...]
+
+    def session(
+        self, *, broker: bool = False, notices: bool = False, migrate: bool = False
+    ) -> AbstractAsyncContextManager[Session]:
+        """The store (schema checked), and the broker and relays when asked for."""
+        return session(self.settings, self.schemas, broker=broker, notices=notices, migrate=migrate)
+
+    def with_store(self, action: Callable[[Store], Awaitable[T]]) -> T:
+        """Run ``action`` on the store (schema checked) and close it: a query command."""
+
+        async def run() -> T:
+            async with self.session() as opened:
+                return await action(opened.store)
+
+        return asyncio.run(run())
 
 
-def _register_core(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    run = sub.add_parser("run", help="run workers until SIGTERM/SIGINT")
-    run.add_argument("--worker", action="append", dest="workers", metavar="NAME")
-    run.set_defaults(handler=_run)
-    topo = sub.add_parser("topology", help="broker topology")
-    topo.add_argument("action", choices=["declare"])
-    topo.add_argument("--worker", action="append", dest="workers", metavar="NAME")
-    topo.set_defaults(handler=_topology)
-    pub = sub.add_parser(
-        "publish", help="validate and publish messages (JSON object, array or JSON Lines)"
-    )
-    pub.add_argument("file", help="path, or - for standard input")
-    pub.set_defaults(handler=_publish)
-    schema = sub.add_parser("schema", help="write JSON Schemas and docs/asyncapi.json")
-    schema.add_argument("--out", type=Path, default=Path("docs"))
-    schema.set_defaults(handler=_schema)
-    consent = sub.add_parser("consent", help="consent queries")
-    consent.add_argument("action", choices=["check"])
-    consent.add_argument("tenant")
-    consent.add_argument("subject_ref")
-    consent.add_argument("channel")
-    consent.set_defaults(handler=_consent)
+Handler = Callable[[argparse.Namespace, App], int]
+Registrar = Callable[[SubParsers], None]
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="privacyops", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    for register in REGISTRARS:
+def parser(description: str, registrars: Sequence[Registrar]) -> argparse.ArgumentParser:
+    built = argparse.ArgumentParser(prog="privacyops", description=description)
+    sub = built.add_subparsers(dest="command", required=True)
+    for register in registrars:
         register(sub)
-    return parser
+    return built
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+def main(
+    built: argparse.ArgumentParser,
+    make_app: Callable[[Settings], App],
+    argv: Sequence[str] | None = None,
+) -> int:
+    """Parse, read the settings once, configure logging, run the command, map errors."""
+    args = built.parse_args(argv)
     try:
         settings = Settings()
     except ValidationError as exc:
@@ -89,127 +96,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     handler: Handler = args.handler
     try:
-        return handler(args, settings)
+        return handler(args, make_app(settings))
     except ValueError as exc:
         print(f"privacyops: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except StoreOutOfDate as exc:
+        print(f"privacyops: {exc.code}: {describe_error(exc)}", file=sys.stderr)
         return EXIT_USAGE
     except PrivacyOpsError as exc:
         print(f"privacyops: {exc.code}: {describe_error(exc)}", file=sys.stderr)
         return EXIT_FAILED
-
-
-def _run(args: argparse.Namespace, settings: Settings) -> int:
-    if args.workers:
-        settings = settings.with_changes(workers=args.workers)
-    service = Service(settings, serve_ops=True)
-    asyncio.run(service.run_until_signalled())
-    return EXIT_OK
-
-
-def _topology(args: argparse.Namespace, settings: Settings) -> int:
-    workers = build_workers(args.workers or settings.workers, settings)
-
-    async def declare() -> None:
-        connection = await rabbit.connect(
-            settings.amqp_url.get_secret_value(), settings.connect_timeout_s
-        )
-        try:
-            channel = await rabbit.open_channel(connection)
-            await topology.declare(
-                channel,
-                topology.Names(settings.namespace),
-                {w.name: w.handles for w in workers},
-                settings.retry_delays_ms,
-                settings.delivery_limit,
-            )
-        finally:
-            await connection.close()
-
-    asyncio.run(declare())
-    print(
-        f"declared topology for {', '.join(w.name for w in workers)} "
-        f"in namespace {settings.namespace}"
-    )
-    return EXIT_OK
-
-
-def read_messages(text: str) -> list[Envelope]:
-    """Parse a JSON object, a JSON array or JSON Lines and validate every message."""
-    stripped = text.strip()
-    items: list[Any]
-    try:
-        document = json.loads(stripped)
-    except json.JSONDecodeError:
-        if "\n" not in stripped:
-            raise
-        items = [json.loads(line) for line in stripped.splitlines() if line.strip()]
-    else:
-        items = document if isinstance(document, list) else [document]
-    messages = []
-    for index, item in enumerate(items, start=1):
-        try:
-            message = decode(json.dumps(item).encode())
-        except PermanentError as exc:
-            raise ValueError(f"message {index}: {exc.code}: {exc}") from None
-        if MESSAGE_TYPES[message.type][1] != "upstream":
-            raise ValueError(f"message {index}: {message.type} is published by privacyops only")
-        messages.append(message)
-    return messages
-
-
-def _publish(args: argparse.Namespace, settings: Settings) -> int:
-    try:
-        text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text()
-    except OSError as exc:
-        print(f"privacyops: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
-        return EXIT_USAGE
-    try:
-        messages = read_messages(text)
-    except json.JSONDecodeError as exc:
-        print(
-            f"privacyops: not valid JSON (line {exc.lineno}, column {exc.colno})", file=sys.stderr
-        )
-        return EXIT_USAGE
-
-    async def publish() -> None:
-        async with Publisher.from_settings(settings) as publisher:
-            for message in messages:
-                await publisher.publish(message)
-
-    asyncio.run(publish())
-    print(f"published {len(messages)} message(s)")
-    return EXIT_OK
-
-
-def _schema(args: argparse.Namespace, settings: Settings) -> int:
-    from messages.schema import write
-
-    for path in write(args.out):
-        print(path)
-    return EXIT_OK
-
-
-def _consent(args: argparse.Namespace, settings: Settings) -> int:
-    from workers.consent import ConsentWorker, is_contactable
-
-    async def check() -> bool:
-        store = SqliteStore(settings.db_path, settings.db_busy_timeout_ms)
-        await store.open([ConsentWorker.schema])
-        try:
-            return await is_contactable(store, args.tenant, args.subject_ref, args.channel)
-        finally:
-            await store.close()
-
-    contactable = asyncio.run(check())
-    print("contactable" if contactable else "suppressed")
-    return EXIT_OK if contactable else EXIT_FAILED
-
-
-#: Each feature adds its subcommands with a ``register(subparsers)`` function here.
-REGISTRARS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
-    _register_core,
-    dsr_cli.register,
-    cli_admin.register,
-    security_cli.register,
-    notify_cli.register,
-]

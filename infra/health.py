@@ -27,12 +27,12 @@ import structlog
 from aio_pika.abc import AbstractRobustConnection
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from infra.errors import PrivacyOpsError
 from infra.metrics import Metrics
 from infra.rabbit import BROKER_ERRORS
 from infra.redaction import describe_error
-from infra.store import SqliteStore
-from infra.topology import Names
+from infra.store import Store
+from messages.errors import PrivacyOpsError
+from messages.names import Names
 
 log = structlog.get_logger("privacyops.health")
 
@@ -54,7 +54,7 @@ async def broker_ok(connection: AbstractRobustConnection | None, within_s: float
     return True
 
 
-async def store_ok(store: SqliteStore, within_s: float) -> bool:
+async def store_ok(store: Store, within_s: float) -> bool:
     try:
         async with asyncio.timeout(within_s):
             return await store.ping()
@@ -174,18 +174,23 @@ class DepthRefresher:
         self._gauges = {w: metrics.dlq_depth.labels(w) for w in workers}
         self._interval = interval_s
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="dlq-depths")
 
     async def stop(self) -> None:
+        # The flag ends the loop even when the cancel lands as its refresh times out
+        # (asyncio.timeout then turns the cancellation into a TimeoutError, which the
+        # loop survives by design).
+        self._stopping = True
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 await self.refresh()
             except BROKER_ERRORS as exc:

@@ -16,7 +16,7 @@ import aio_pika
 import aiormq
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 
-from infra.errors import BrokerUnavailable, PublishNacked, PublishRejected
+from messages.errors import BrokerUnavailable, PublishNacked, PublishRejected
 
 PERSISTENT = 2  # AMQP delivery mode: written to disk by the broker
 

@@ -6,9 +6,10 @@ With namespace ``ns`` and a worker ``w``:
 * ``ns.internal`` (direct): the runtime's own routing. Key ``w`` leads back to
   the worker queue, ``w.retry.<ms>ms`` to a retry tier, ``w.dlq`` to the
   dead-letter queue.
-* ``ns.w`` (quorum): the worker queue, bound to ``ns.events`` by the types the
-  worker handles and to ``ns.internal`` by ``w``. Its own dead-letter target is
-  the DLQ, used by the broker when a message passes the delivery limit
+* ``ns.w`` (quorum): the worker queue, bound to ``ns.events`` by the upstream
+  types the worker handles, to ``ns.internal`` by the internal types it handles
+  (``notice.send``: never reachable from the public exchange) and by ``w``.
+  Its own dead-letter target is the DLQ, used by the broker when a message passes the delivery limit
   (a message that keeps crashing the worker).
 * ``ns.w.retry.<ms>ms`` (quorum, one per tier): ``x-message-ttl`` = the delay;
   expired messages dead-letter back to ``ns.internal`` / ``w``. The delay is in
@@ -26,14 +27,15 @@ Broker dead-lettering is at-least-once (``x-dead-letter-strategy``, RabbitMQ
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from aio_pika import ExchangeType
 from aio_pika.abc import AbstractChannel, AbstractQueue
 
-from infra.errors import BrokerUnavailable
 from infra.rabbit import BROKER_ERRORS
+from messages.errors import BrokerUnavailable
+from messages.names import Names
+from messages.registry import publisher_of
 
 QUORUM: dict[str, Any] = {"x-queue-type": "quorum"}
 
@@ -45,46 +47,6 @@ def _dead_letter_to(exchange: str, routing_key: str) -> dict[str, Any]:
         "x-dead-letter-strategy": "at-least-once",
         "x-overflow": "reject-publish",
     }
-
-
-@dataclass(frozen=True)
-class Names:
-    """Every exchange and queue name, derived from the namespace."""
-
-    namespace: str
-
-    @property
-    def events(self) -> str:
-        return f"{self.namespace}.events"
-
-    @property
-    def internal(self) -> str:
-        return f"{self.namespace}.internal"
-
-    @property
-    def outbound(self) -> str:
-        return f"{self.namespace}.outbound"
-
-    @property
-    def unrouted(self) -> str:
-        return f"{self.namespace}.outbound.unrouted"
-
-    def queue(self, worker: str) -> str:
-        return f"{self.namespace}.{worker}"
-
-    def retry_queue(self, worker: str, delay_ms: int) -> str:
-        return f"{self.namespace}.{worker}.retry.{delay_ms}ms"
-
-    def dlq(self, worker: str) -> str:
-        return f"{self.namespace}.{worker}.dlq"
-
-    @staticmethod
-    def retry_key(worker: str, delay_ms: int) -> str:
-        return f"{worker}.retry.{delay_ms}ms"
-
-    @staticmethod
-    def dlq_key(worker: str) -> str:
-        return f"{worker}.dlq"
 
 
 async def declare(
@@ -105,6 +67,24 @@ async def declare(
         }
     except BROKER_ERRORS as exc:
         raise BrokerUnavailable(f"cannot declare topology: {type(exc).__name__}: {exc}") from exc
+
+
+async def delete(
+    channel: AbstractChannel, names: Names, workers: Iterable[str], retry_delays_ms: Iterable[int]
+) -> None:
+    """Delete every queue and exchange of a namespace (test runs, benchmarks, a retired
+    deployment). Queued messages are lost with their queues: never run it on a live one."""
+    queues = [names.unrouted]
+    for worker in workers:
+        queues += [names.queue(worker), names.dlq(worker)]
+        queues += [names.retry_queue(worker, delay) for delay in retry_delays_ms]
+    try:
+        for queue in queues:
+            await channel.queue_delete(queue)
+        for exchange in (names.events, names.internal, names.outbound, names.unrouted):
+            await channel.exchange_delete(exchange)
+    except BROKER_ERRORS as exc:
+        raise BrokerUnavailable(f"cannot delete topology: {type(exc).__name__}") from exc
 
 
 async def _declare_exchanges(channel: AbstractChannel, names: Names) -> None:
@@ -149,5 +129,6 @@ async def _declare_worker(
     )
     await queue.bind(names.internal, worker)
     for message_type in types:
-        await queue.bind(names.events, message_type)
+        internal = publisher_of(message_type) == "internal"
+        await queue.bind(names.internal if internal else names.events, message_type)
     return queue

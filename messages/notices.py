@@ -1,13 +1,14 @@
 """Notices on their way from the notification outbox to the notifier.
 
 Workers decide *that* a subject is told (``Effects.notify`` writes a row to
-``notification_outbox`` in the same transaction as the effect); the notice
-relay (``infra/notify/relay.py``) publishes each committed row as a
-``notice.send`` message straight to the notifier's queue, and the notifier
-makes sure the subject *is* told, once.
+``notification_outbox`` in the same transaction as the effect); the outbox
+relay (``infra/runtime/outbox.py``) publishes each committed row as a
+``notice.send`` message, and the worker that handles it (the notifier) makes
+sure the subject *is* told, once.
 
 ``notice.send`` is internal: only privacyops publishes it, on the internal
-direct exchange with routing key ``notifier``. Its ``message_id`` is the
+direct exchange with routing key ``notice.send``; it is never bound to the
+public events exchange. Its ``message_id`` is the
 notice's ``notice_id``, so a republished notice is the same message to the
 runtime's inbox. The context carries references and facts for the template
 (request ids, dates, reasons), never contact details: the address is looked up
@@ -26,7 +27,7 @@ from messages.envelope import Envelope, Frozen, SubjectRef
 
 
 class NoticeKind(StrEnum):
-    """One template per kind (infra/notify/templates/<kind>.txt and .html)."""
+    """One template per kind (workers/notifier/templates/<kind>.txt and .html)."""
 
     DSR_RECEIVED = "dsr_received"
     DSR_VERIFICATION_NEEDED = "dsr_verification_needed"

@@ -1,20 +1,24 @@
 """Decoding and encoding in one place (STYLE 5).
 
 ``decode`` turns raw bytes into the envelope model named by its ``type``, or
-raises a ``PermanentError`` whose text names fields, never values, so that it
-can go into a dead-letter header as it is.
+raises a ``PermanentError`` whose text names the model's fields, never values
+and never a key the sender made up, so that it can go into a dead-letter header.
+
+Adding a message family: write its module (models plus ``INBOUND``,
+``OUTBOUND`` and, for types privacyops sends to itself, ``INTERNAL``) and add
+it to ``FAMILIES`` below; that one line is all the contract needs.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal, Union, cast, get_args
 
 from pydantic import Field, TypeAdapter, ValidationError
 
-from infra.errors import InvalidMessage, UndecodableMessage, UnknownMessageType
-from infra.redaction import redact_text
 from messages import consent, dsr, notices, security
 from messages.envelope import Envelope
+from messages.errors import InvalidMessage, UndecodableMessage, UnknownMessageType
 
 Publisher = Literal["upstream", "privacyops", "internal"]
 
@@ -59,6 +63,12 @@ def encode(message: Envelope) -> bytes:
     return message.model_dump_json().encode()
 
 
+def publisher_of(message_type: str) -> Publisher | None:
+    """Who publishes a type: ``upstream``, ``privacyops`` or ``internal``; None if unknown."""
+    known = MESSAGE_TYPES.get(message_type)
+    return known[1] if known else None
+
+
 def _translate(exc: ValidationError) -> InvalidMessage | UndecodableMessage | UnknownMessageType:
     errors = exc.errors(include_url=False, include_context=False, include_input=False)
     kinds = {e["type"] for e in errors}
@@ -73,11 +83,23 @@ def _translate(exc: ValidationError) -> InvalidMessage | UndecodableMessage | Un
     return InvalidMessage(_summary(errors))
 
 
+_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,63}$")
+
+
+def _where(error: Any) -> str:
+    """The error's location by field names; a key the sender chose is never echoed."""
+    # The first element of loc is the union member (the type name); skip it.
+    path = list(error["loc"][1:])
+    if error["type"] == "extra_forbidden" and path:
+        path[-1] = "(unknown field)"
+    shown = [
+        p if isinstance(p, int) or _NAME.match(str(p)) or p == "(unknown field)" else "?"
+        for p in path
+    ]
+    return ".".join(str(p) for p in shown) or "message"
+
+
 def _summary(errors: list[Any]) -> str:
-    parts = []
-    for error in errors[:10]:
-        # The first element of loc is the union member (the type name); skip it.
-        loc = ".".join(str(p) for p in error["loc"][1:]) or "message"
-        parts.append(f"{redact_text(loc)}: {redact_text(str(error['msg']))}")
+    parts = [f"{_where(error)}: {error['msg']}" for error in errors[:10]]
     more = f" (+{len(errors) - 10} more)" if len(errors) > 10 else ""
     return "; ".join(parts) + more

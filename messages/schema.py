@@ -14,12 +14,10 @@ from typing import Any, Literal
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from infra.topology import Names
+from messages.names import Names
 from messages.registry import MESSAGE_TYPES
 
 ASYNCAPI_VERSION = "3.0.0"
-#: Internal types travel on the internal direct exchange, keyed by the consuming worker.
-INTERNAL_ROUTES = {"notice.send": "notifier"}
 CONTRACT_VERSION = "1.0.0"
 
 
@@ -62,7 +60,7 @@ def asyncapi(namespace: str = "privacyops") -> dict[str, Any]:
         channels[cid] = {
             "address": name,
             "description": (
-                f"Routing key {INTERNAL_ROUTES[name]!r} on the direct exchange {exchange!r} "
+                f"Routing key {name!r} on the direct exchange {exchange!r} "
                 "(internal: privacyops publishes and consumes it)."
                 if internal
                 else f"Routing key {name!r} on the topic exchange {exchange!r}."

@@ -3,7 +3,7 @@
 Inbound from detection systems (auth service, WAF, IDS, DLP, staff reports):
 
 * ``security.alert``: something happened to a tenant's system or accounts. The
-  security worker correlates alerts into incidents (workers/security.py).
+  security worker correlates alerts into incidents (workers/security).
 
 Outbound, for the tenant (the responsible party; the platform is its operator
 and tells it at once, POPIA s21(2)) and for the platform's own defences:
@@ -106,7 +106,7 @@ class PersonalData(StrEnum):
 
 
 class DataCategory(StrEnum):
-    """Kinds of personal information, as scored by the ENISA method (workers/incidents.py)."""
+    """Kinds of personal information, as scored by the ENISA method (workers/security/rules.py)."""
 
     IDENTITY = "identity"  # names, ID numbers
     CONTACT = "contact"  # addresses, e-mail, phone

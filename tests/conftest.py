@@ -1,34 +1,32 @@
-"""Shared fixtures: the real RabbitMQ and a real SQLite file, unique names per test.
+"""Fixtures: the real RabbitMQ and a real SQLite file, unique names per test.
 
 Each test gets its own namespace (so its own exchanges and queues) and its own
 database file; the broker objects are deleted when the test ends. If RabbitMQ
 does not answer, broker tests fail with a clear message: they never skip.
+Helpers shared by the tests live in ``tests/support``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import io
-import json
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from datetime import UTC, datetime
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import aio_pika
 import pytest
-from aio_pika.abc import AbstractIncomingMessage
 
 from config.settings import Settings
 from infra import logging as plog
-from infra.service import Service
-from infra.topology import Names
-from infra.worker import Worker
-from messages.consent import ConsentChanged, ConsentChangedPayload, Evidence
-from messages.publisher import Publisher
-
-AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
+from infra.publisher import Publisher
+from infra.runtime.service import Service
+from infra.runtime.worker import Worker
+from messages.names import Names
+from tests.support.helpers import AMQP_URL, ServiceFactory, delete_namespace
+from workers import registry
+from workers.consent import ConsentWorker
 
 
 @pytest.fixture(scope="session")
@@ -78,23 +76,6 @@ def log_output() -> Iterator[io.StringIO]:
     plog.configure("info", "json")
 
 
-async def delete_namespace(url: str, names: Names, workers: list[str], delays: list[int]) -> None:
-    connection = await aio_pika.connect(url, timeout=5)
-    async with connection:
-        channel = await connection.channel()
-        queues = [names.unrouted]
-        for worker in workers:
-            queues += [names.queue(worker), names.dlq(worker)]
-            queues += [names.retry_queue(worker, d) for d in delays]
-        for queue in queues:
-            await channel.queue_delete(queue)
-        for exchange in (names.events, names.internal, names.outbound, names.unrouted):
-            await channel.exchange_delete(exchange)
-
-
-ServiceFactory = Callable[..., Awaitable[Service]]
-
-
 @pytest.fixture
 async def start_service(settings: Settings) -> AsyncIterator[ServiceFactory]:
     """Start a Service (default: the consent worker); stopped and cleaned up after the test."""
@@ -103,9 +84,10 @@ async def start_service(settings: Settings) -> AsyncIterator[ServiceFactory]:
     delays: set[int] = set(settings.retry_delays_ms)
 
     async def start(workers: list[Worker] | None = None, **overrides: Any) -> Service:
-        service = Service(settings.with_changes(**overrides), workers)
+        chosen = settings.with_changes(**overrides)
+        service = Service(chosen, workers or [ConsentWorker()], schemas=registry.schemas())
         worker_names.update(w.name for w in service.workers)
-        delays.update(service.settings.retry_delays_ms)
+        delays.update(chosen.retry_delays_ms)
         await service.start()
         started.append(service)
         return service
@@ -125,60 +107,3 @@ async def start_service(settings: Settings) -> AsyncIterator[ServiceFactory]:
 async def publisher(settings: Settings) -> AsyncIterator[Publisher]:
     async with Publisher.from_settings(settings) as client:
         yield client
-
-
-def consent_changed(
-    subject_ref: str = "debtor-1",
-    *,
-    status: str = "granted",
-    channel: str = "email",
-    tenant_id: str = "acme",
-    occurred_at: datetime | None = None,
-    source: str = "web_form",
-    reference: str = "form-1",
-    **evidence: Any,
-) -> ConsentChanged:
-    return ConsentChanged(
-        tenant_id=tenant_id,
-        occurred_at=occurred_at or datetime.now(UTC),
-        payload=ConsentChangedPayload(
-            subject_ref=subject_ref,
-            channel=channel,  # type: ignore[arg-type]
-            status=status,  # type: ignore[arg-type]
-            source=source,  # type: ignore[arg-type]
-            evidence=Evidence(reference=reference, **evidence),
-        ),
-    )
-
-
-async def wait_until(
-    predicate: Callable[[], Awaitable[bool]], within: float = 20.0, interval: float = 0.05
-) -> None:
-    """Poll ``predicate`` until true; fail after ``within`` seconds."""
-    async with asyncio.timeout(within):
-        while not await predicate():  # noqa: ASYNC110 - polling the store and the broker
-            await asyncio.sleep(interval)
-
-
-async def drain_queue(url: str, queue_name: str) -> list[AbstractIncomingMessage]:
-    """Take every message currently in a queue (acknowledged, so it is removed)."""
-    connection = await aio_pika.connect(url, timeout=5)
-    taken = []
-    async with connection:
-        channel = await connection.channel()
-        queue = await channel.get_queue(queue_name, ensure=True)
-        while (message := await queue.get(no_ack=True, fail=False)) is not None:
-            taken.append(message)
-    return taken
-
-
-async def queue_depth(url: str, queue_name: str) -> int:
-    connection = await aio_pika.connect(url, timeout=5)
-    async with connection:
-        channel = await connection.channel()
-        result = await channel.declare_queue(queue_name, passive=True)
-        return int(result.declaration_result.message_count or 0)
-
-
-def log_lines(stream: io.StringIO) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in stream.getvalue().splitlines() if line.strip()]

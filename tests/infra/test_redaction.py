@@ -9,8 +9,8 @@ import pytest
 import structlog
 
 from infra import logging as plog
-from infra.errors import ProviderUnavailable
 from infra.redaction import MASK, describe_error, redact, redact_text
+from messages.errors import ProviderUnavailable
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,5 @@
 """Data-subject requests: access, rectification, erasure, restriction, objection, portability."""
 
-from workers.dsr.worker import DsrWorker
+from workers.dsr.handlers import DsrWorker
 
 __all__ = ["DsrWorker"]

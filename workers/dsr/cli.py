@@ -6,27 +6,20 @@ import argparse
 import asyncio
 import json
 import sys
-from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-from config.settings import Settings
-from infra import rabbit
-from infra.errors import RuleViolation
-from infra.outbox import OutboxRelay
-from infra.store import SqliteStore
-from infra.topology import Names
+from infra.cli import App, SubParsers
+from infra.store import Store
+from messages.errors import RuleViolation
 from workers.dsr import package
-from workers.dsr.lifecycle import deadline_state
-from workers.dsr.seed import seed
+from workers.dsr.handlers import DsrWorker
+from workers.dsr.rules import deadline_state
 from workers.dsr.sweeps import run_all
-from workers.dsr.worker import DsrWorker
-
-T = TypeVar("T")
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(sub: SubParsers) -> None:
     dsr = sub.add_parser("dsr", help="data-subject requests").add_subparsers(
         dest="dsr_action", required=True
     )
@@ -47,23 +40,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     holds = sub.add_parser("holds", help="retention holds")
     holds.add_argument("action", choices=["sweep"])
     holds.set_defaults(handler=_sweep)
-    seeder = sub.add_parser("seed", help="fill the store with synthetic debtors")
-    seeder.add_argument("--tenants", default="acme", help="comma-separated tenant ids")
-    seeder.add_argument("--debtors", type=int, default=1_000)
-    seeder.add_argument("--seed", type=int, default=1)
-    seeder.set_defaults(handler=_seed)
-
-
-def _with_store(settings: Settings, action: Callable[[SqliteStore], Awaitable[T]]) -> T:
-    async def run() -> T:
-        store = SqliteStore(settings.db_path, settings.db_busy_timeout_ms)
-        await store.open([DsrWorker.schema])
-        try:
-            return await action(store)
-        finally:
-            await store.close()
-
-    return asyncio.run(run())
 
 
 LIST_SQL = (
@@ -82,14 +58,14 @@ FIELDS = [
 ]
 
 
-def _list(args: argparse.Namespace, settings: Settings) -> int:
-    async def fetch(store: SqliteStore) -> list[dict[str, Any]]:
+def _list(args: argparse.Namespace, app: App) -> int:
+    async def fetch(store: Store) -> list[dict[str, Any]]:
         async with store.transaction() as tx:
             rows = await tx.fetchall(LIST_SQL, (args.tenant, args.tenant))
         return [dict(zip(FIELDS, row, strict=True)) for row in rows]
 
     today = datetime.now(UTC).date()
-    rows = _with_store(settings, fetch)
+    rows = app.with_store(fetch)
     for row in rows:
         final = row["status"] in ("completed", "partially_completed", "refused")
         row["deadline"] = (
@@ -108,8 +84,8 @@ def _list(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if rows else 1
 
 
-def _show(args: argparse.Namespace, settings: Settings) -> int:
-    async def fetch(store: SqliteStore) -> dict[str, Any] | None:
+def _show(args: argparse.Namespace, app: App) -> int:
+    async def fetch(store: Store) -> dict[str, Any] | None:
         async with store.transaction() as tx:
             row = await tx.fetchone(
                 "SELECT tenant_id, request_id, kind, regime, subject_ref, status, received_at,"
@@ -143,7 +119,7 @@ def _show(args: argparse.Namespace, settings: Settings) -> int:
         ]
         return shown
 
-    shown = _with_store(settings, fetch)
+    shown = app.with_store(fetch)
     if shown is None:
         print(f"privacyops: no request {args.request_id}", file=sys.stderr)
         return 1
@@ -151,8 +127,8 @@ def _show(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _package(args: argparse.Namespace, settings: Settings) -> int:
-    async def fetch(store: SqliteStore) -> str:
+def _package(args: argparse.Namespace, app: App) -> int:
+    async def fetch(store: Store) -> str:
         async with store.transaction() as tx:
             row = await tx.fetchone(
                 "SELECT path, expires_at FROM dsr_packages WHERE tenant_id = ?"
@@ -170,7 +146,8 @@ def _package(args: argparse.Namespace, settings: Settings) -> int:
             )
         return str(row[0])
 
-    path = _with_store(settings, fetch)
+    path = app.with_store(fetch)
+    settings = app.settings
     secret = settings.export_key.get_secret_value() if settings.export_key else None
     key = package.load_key(secret, settings.export_key_file)
     args.out.write_bytes(package.unseal(Path(path), key))
@@ -178,41 +155,17 @@ def _package(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _sweep(args: argparse.Namespace, settings: Settings) -> int:
+def _sweep(args: argparse.Namespace, app: App) -> int:
     """One sweep now (for cron); events it records are published before it exits."""
-    worker = DsrWorker(settings)
+    worker = DsrWorker(app.settings)
 
-    async def sweep(store: SqliteStore) -> str:
-        connection = await rabbit.connect(
-            settings.amqp_url.get_secret_value(), settings.connect_timeout_s
-        )
-        try:
-            channel = await rabbit.open_channel(connection, confirms=True)
-            publisher = rabbit.ConfirmedPublisher(channel, settings.publish_timeout_s)
-            relay = OutboxRelay(store, publisher, Names(settings.namespace).outbound)
-            await relay.start()
-            report = await run_all(worker, store, relay, datetime.now(UTC))
-            await relay.stop(settings.shutdown_drain_s)
-        finally:
-            await connection.close()
+    async def sweep() -> str:
+        async with app.session(broker=True) as opened:
+            report = await run_all(worker, opened.store, opened.outboxes, datetime.now(UTC))
         return (
             f"flagged {report.flagged} request(s), ran {report.erasures_run} deferred "
             f"erasure(s), lifted {report.lifted} restriction(s)"
         )
 
-    print(_with_store(settings, sweep))
-    return 0
-
-
-def _seed(args: argparse.Namespace, settings: Settings) -> int:
-    tenants = [t.strip() for t in args.tenants.split(",") if t.strip()]
-    if args.debtors < 1 or not tenants:
-        print("privacyops: --debtors must be positive and --tenants non-empty", file=sys.stderr)
-        return 2
-
-    async def run(store: SqliteStore) -> int:
-        return await seed(store, tenants, args.debtors, args.seed)
-
-    written = _with_store(settings, run)
-    print(f"seeded {args.debtors} debtor(s) per tenant for {', '.join(tenants)}: {written} rows")
+    print(asyncio.run(sweep()))
     return 0

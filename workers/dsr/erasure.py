@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 from datetime import date
 
 from config.datamap import DataMap, Retention, TableMap, add_years
-from infra.platform import RESTRICTION_UPSERT
+from infra.runtime.worker import Effects
 from infra.store import Transaction
-from infra.worker import Effects
-from workers.dsr.holds import Account, ActiveHold, active_holds
+from workers.dsr.rules import Account, ActiveHold, active_holds
+from workers.platform.tables import RESTRICTION_UPSERT
 
 MASK = "[erased]"
 DEFERRED_UPSERT = (

@@ -21,7 +21,7 @@ from typing import Any
 from cryptography.fernet import Fernet, InvalidToken
 
 from config.datamap import DataMap
-from infra.errors import RuleViolation
+from messages.errors import RuleViolation
 from workers.dsr.gather import SubjectData
 
 

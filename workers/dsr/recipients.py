@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from config.datamap import DataMap
-from infra.worker import Effects
+from infra.runtime.worker import Effects
 from messages.dsr import SubjectChangedPayload, SubjectErased, SubjectRectified
 
 

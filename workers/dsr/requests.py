@@ -9,10 +9,10 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
+from infra.runtime.worker import Effects
 from infra.store import Transaction
-from infra.worker import Effects
 from messages.dsr import Details, Regime, RequestKind
-from workers.dsr.lifecycle import Status
+from workers.dsr.rules import Status
 from workers.dsr.tables import REQUEST_INSERT, TRANSITION_INSERT
 
 DETAILS: TypeAdapter[Any] = TypeAdapter(Details)

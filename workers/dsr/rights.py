@@ -8,7 +8,8 @@
   become storage-only; lifting is announced to the subject first and happens
   only after the notice period (s14(8)).
 * Objection (POPIA s11(3)-(4); GDPR art 21): to direct marketing it is absolute
-  and withdraws consent on every channel through the consent worker's rules;
+  and withdraws consent on every channel through the consent rules
+  (``workers.consent.handlers.apply``);
   any other purpose is recorded and its processing flagged as stopped, unless
   legislation requires it.
 """
@@ -21,9 +22,8 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
 from config.datamap import ColumnMap, DataMap
-from infra.platform import ALL, RESTRICTION_UPSERT
+from infra.runtime.worker import Effects
 from infra.store import Transaction
-from infra.worker import Effects
 from messages.consent import (
     Channel,
     ConsentChanged,
@@ -33,7 +33,9 @@ from messages.consent import (
     Evidence,
 )
 from messages.dsr import Correction, luhn_ok
-from workers.consent import ConsentWorker
+from workers.consent.handlers import apply, key_of
+from workers.consent.tables import current_states
+from workers.platform.tables import ALL, RESTRICTION_UPSERT
 
 NOTE_INSERT = (
     "INSERT INTO dsr_correction_notes (tenant_id, subject_ref, field, requested_value, reason,"
@@ -258,7 +260,6 @@ async def _withdraw_everywhere(
         )
         for channel in Channel
     ]
-    consent = ConsentWorker(confirm_changes=False)  # the request's own notice confirms it
-    await consent.prepare(tx, changes)
-    for change in changes:
-        await consent.handle(change, effects)
+    current = await current_states(tx, [key_of(change) for change in changes])
+    for change in changes:  # the request's own answer confirms it to the subject
+        apply(effects, change, current.get(key_of(change)), confirm=False)

@@ -18,15 +18,15 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import TYPE_CHECKING
 
-from infra.store import SqliteStore
-from infra.worker import Effects, EventSink, announce
+from infra.runtime.worker import Effects, Sink, announce
+from infra.store import Store
 from messages.dsr import DsrOverdue, DsrOverduePayload, Regime, RequestKind, SubjectErased
-from workers.dsr.lifecycle import Status, deadline_state
 from workers.dsr.recipients import tell_recipients
 from workers.dsr.requests import load
+from workers.dsr.rules import Status, deadline_state
 
 if TYPE_CHECKING:
-    from workers.dsr.worker import DsrWorker
+    from workers.dsr.handlers import DsrWorker
 
 OPEN_REQUESTS = (
     "SELECT tenant_id, request_id, kind, regime, status, due_on, deadline_flag FROM dsr_requests"
@@ -51,9 +51,7 @@ class SweepReport:
     lifted: int
 
 
-async def run_all(
-    worker: DsrWorker, store: SqliteStore, sink: EventSink | None, now: datetime
-) -> SweepReport:
+async def run_all(worker: DsrWorker, store: Store, sink: Sink | None, now: datetime) -> SweepReport:
     return SweepReport(
         flagged=await sweep_deadlines(store, sink, now),
         erasures_run=await sweep_holds(worker, store, sink, now),
@@ -61,7 +59,7 @@ async def run_all(
     )
 
 
-async def sweep_deadlines(store: SqliteStore, sink: EventSink | None, now: datetime) -> int:
+async def sweep_deadlines(store: Store, sink: Sink | None, now: datetime) -> int:
     flagged: list[Effects] = []
     async with store.transaction() as tx:
         for tenant, rid, kind, regime, status, due, flag in await tx.fetchall(OPEN_REQUESTS):
@@ -98,7 +96,7 @@ async def sweep_deadlines(store: SqliteStore, sink: EventSink | None, now: datet
 
 
 async def sweep_holds(
-    worker: DsrWorker, store: SqliteStore, sink: EventSink | None, now: datetime, limit: int = 500
+    worker: DsrWorker, store: Store, sink: Sink | None, now: datetime, limit: int = 500
 ) -> int:
     async with store.transaction() as tx:
         due = await tx.fetchall(DUE_ERASURES, (now.date().isoformat(), limit))
@@ -133,7 +131,7 @@ async def sweep_holds(
     return len(due)
 
 
-async def sweep_lifts(store: SqliteStore, sink: EventSink | None, now: datetime) -> int:
+async def sweep_lifts(store: Store, sink: Sink | None, now: datetime) -> int:
     lifted: list[Effects] = []
     async with store.transaction() as tx:
         for tenant, subject, scope in await tx.fetchall(DUE_LIFTS, (now.isoformat(),)):

@@ -1,8 +1,17 @@
-"""The DSR worker's own tables and statements."""
+"""The DSR worker's own tables and statements.
+
+* ``dsr_requests`` and ``dsr_transitions``: each request and every step it took;
+* ``dsr_correction_notes``: corrections requested but not made (POPIA s24);
+* ``dsr_packages``: access and portability packages, by token digest;
+* ``processing_flags``: objections recorded per purpose;
+* ``deferred_erasures``: what a retention hold kept back, for the hold sweep.
+"""
 
 from __future__ import annotations
 
-SCHEMA = """
+from infra.store.migrations import Migration, Schema
+
+BASELINE = """
 CREATE TABLE IF NOT EXISTS dsr_requests (
     tenant_id        TEXT NOT NULL,
     request_id       TEXT NOT NULL,
@@ -83,6 +92,8 @@ CREATE TABLE IF NOT EXISTS deferred_erasures (
 ) WITHOUT ROWID;
 """
 
+DSR = Schema("dsr", (Migration(1, "requests, notes, packages, flags", {"sqlite": BASELINE}),))
+
 REQUEST_INSERT = (
     "INSERT INTO dsr_requests (tenant_id, request_id, kind, regime, subject_ref, status,"
     " identity_verified, received_at, due_on, reply_channel, details, message_id, updated_at)"
@@ -95,4 +106,12 @@ TRANSITION_INSERT = (
 STATUS_UPDATE = (
     "UPDATE dsr_requests SET status = ?, outcome = COALESCE(?, outcome), updated_at = ?"
     " WHERE tenant_id = ? AND request_id = ?"
+)
+PACKAGE_UPSERT = (
+    "INSERT INTO dsr_packages (tenant_id, request_id, subject_ref, path, token_digest,"
+    " expires_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (tenant_id, request_id) DO UPDATE SET subject_ref = excluded.subject_ref,"
+    " path = excluded.path, token_digest = excluded.token_digest,"
+    " expires_at = excluded.expires_at, created_at = excluded.created_at,"
+    " downloaded_at = NULL"
 )

@@ -1,0 +1,125 @@
+"""The runtime's own tables: the inbox, the audit log and the two outboxes.
+
+* ``inbox``: one row per message a worker applied (worker, tenant, message_id):
+  a redelivery finds its row and is skipped, so effects happen once;
+* ``audit_log``: one row per effect, written in the effect's transaction;
+* ``event_outbox``: downstream events, published by the outbox relay after commit;
+* ``notification_outbox``: notices for subjects, published as ``notice.send`` by
+  the same relay; ``status`` is queued, relayed, or failed (``reason`` says why)
+  on the way to the worker that sends them, which records the rest of the
+  delivery (sending, sent...) with ``set_notice_status``.
+
+Every statement on these tables lives here, so the tables have one owner.
+"""
+
+from __future__ import annotations
+
+from infra.store.base import Transaction
+from infra.store.migrations import Migration, Schema
+
+BASELINE = """
+CREATE TABLE IF NOT EXISTS inbox (
+    worker       TEXT NOT NULL,
+    tenant_id    TEXT NOT NULL,
+    message_id   TEXT NOT NULL,
+    type         TEXT NOT NULL,
+    processed_at TEXT NOT NULL,
+    PRIMARY KEY (worker, tenant_id, message_id)
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS audit_log (
+    id             INTEGER PRIMARY KEY,
+    tenant_id      TEXT NOT NULL,
+    recorded_at    TEXT NOT NULL,
+    actor          TEXT NOT NULL,
+    action         TEXT NOT NULL,
+    subject_ref    TEXT,
+    message_id     TEXT,
+    correlation_id TEXT,
+    attempt        INTEGER,
+    details        TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_log_subject ON audit_log (tenant_id, subject_ref);
+
+CREATE TABLE IF NOT EXISTS event_outbox (
+    message_id   TEXT PRIMARY KEY,
+    tenant_id    TEXT NOT NULL,
+    routing_key  TEXT NOT NULL,
+    body         BLOB NOT NULL,
+    created_at   TEXT NOT NULL,
+    published_at TEXT
+);
+CREATE INDEX IF NOT EXISTS event_outbox_pending ON event_outbox (created_at)
+    WHERE published_at IS NULL;
+
+CREATE TABLE IF NOT EXISTS notification_outbox (
+    notice_id        TEXT PRIMARY KEY,
+    tenant_id        TEXT NOT NULL,
+    subject_ref      TEXT NOT NULL,
+    kind             TEXT NOT NULL,
+    channel          TEXT,
+    context          TEXT NOT NULL,
+    status           TEXT NOT NULL DEFAULT 'queued',
+    cause_message_id TEXT,
+    created_at       TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS notification_outbox_subject
+    ON notification_outbox (tenant_id, subject_ref);
+CREATE INDEX IF NOT EXISTS notification_outbox_status ON notification_outbox (status);
+"""
+
+RUNTIME = Schema(
+    "runtime",
+    (
+        Migration(1, "inbox, audit log and outboxes", {"sqlite": BASELINE}),
+        Migration(
+            2,
+            "notice outbox: why a notice could not be relayed",
+            {"sqlite": "ALTER TABLE notification_outbox ADD COLUMN reason TEXT;"},
+        ),
+    ),
+)
+
+INBOX_SEEN = "SELECT message_id FROM inbox WHERE worker = ? AND tenant_id = ? AND message_id IN "
+INBOX_INSERT = (
+    "INSERT INTO inbox (worker, tenant_id, message_id, type, processed_at) VALUES (?, ?, ?, ?, ?)"
+)
+AUDIT_INSERT = (
+    "INSERT INTO audit_log (tenant_id, recorded_at, actor, action, subject_ref, message_id,"
+    " correlation_id, attempt, details) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+EVENT_INSERT = (
+    "INSERT INTO event_outbox (message_id, tenant_id, routing_key, body, created_at)"
+    " VALUES (?, ?, ?, ?, ?)"
+)
+EVENTS_WAITING = (
+    "SELECT message_id, tenant_id, routing_key, body FROM event_outbox"
+    " WHERE published_at IS NULL ORDER BY created_at LIMIT ?"
+)
+EVENT_PUBLISHED = "UPDATE event_outbox SET published_at = ? WHERE tenant_id = ? AND message_id = ?"
+NOTICE_INSERT = (
+    "INSERT INTO notification_outbox (notice_id, tenant_id, subject_ref, kind, channel,"
+    " context, cause_message_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+NOTICES_WAITING = (
+    "SELECT notice_id, tenant_id, subject_ref, kind, channel, context, cause_message_id,"
+    " created_at FROM notification_outbox WHERE status = 'queued' ORDER BY created_at LIMIT ?"
+)
+#: ``AND status = 'queued'``: a notice already taken further (sending, sent) by a fast
+#: sender is never set back to ``relayed``.
+NOTICE_RELAYED = (
+    "UPDATE notification_outbox SET status = ?, reason = ? WHERE tenant_id = ?"
+    " AND notice_id = ? AND status = 'queued'"
+)
+NOTICE_STATUS = "UPDATE notification_outbox SET status = ? WHERE tenant_id = ? AND notice_id = ?"
+NOTICE_KNOWN = "SELECT 1 FROM notification_outbox WHERE tenant_id = ? AND notice_id = ?"
+
+
+def set_notice_status(tx: Transaction, tenant_id: str, notice_id: str, status: str) -> None:
+    """Mirror a notice's delivery state on its outbox row, for queries and ``notices list``."""
+    tx.stage(NOTICE_STATUS, (status, tenant_id, notice_id))
+
+
+async def notice_queued(tx: Transaction, tenant_id: str, notice_id: str) -> bool:
+    """Whether the notice is in this tenant's notification outbox."""
+    return await tx.fetchone(NOTICE_KNOWN, (tenant_id, notice_id)) is not None

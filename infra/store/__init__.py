@@ -1,0 +1,33 @@
+"""The store: one interface for the runtime and the workers, one adapter per database.
+
+Workers and the runtime talk to a ``Store`` and its ``Transaction``s, never to
+a database driver, and they write portable SQL:
+
+* parameters are ``?`` placeholders (DB-API ``qmark``): the SQLite adapter
+  passes them through, an adapter for a driver with another style rewrites
+  them once per distinct statement;
+* upserts are ``INSERT ... ON CONFLICT (...) DO UPDATE/DO NOTHING`` (SQLite
+  and PostgreSQL agree on it), never ``INSERT OR REPLACE/IGNORE``;
+* no ``rowid``, no ``WITHOUT ROWID``, no ``BEGIN IMMEDIATE``: table layout and
+  locking belong to the adapter and to each dialect's migrations
+  (``infra/store/migrations.py``), which are the only place DDL is written.
+
+Writes are *staged* and sent together (``stage``); reads see what the same
+transaction staged before them. Errors of the driver never pass this package:
+they become ``StoreUnavailable`` (retryable) or ``StoreRejected`` (permanent).
+
+``open_store`` is the one place a store is built from the settings.
+"""
+
+from __future__ import annotations
+
+from config.settings import Settings
+from infra.store.base import Row, Store, Transaction
+from infra.store.sqlite import SqliteStore
+
+__all__ = ["Row", "SqliteStore", "Store", "Transaction", "open_store"]
+
+
+def open_store(settings: Settings) -> Store:
+    """The store the settings name; not yet opened. The only place a store is built."""
+    return SqliteStore(settings.db_path, settings.db_busy_timeout_ms, settings.db_synchronous)

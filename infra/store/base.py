@@ -1,0 +1,51 @@
+"""The Store and Transaction protocols (see ``infra/store/__init__.py`` for the rules)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Protocol
+
+Row = tuple[Any, ...]
+
+
+class Transaction(Protocol):
+    """One open transaction: staged writes plus reads that see them."""
+
+    def stage(self, sql: str, params: Row) -> None:
+        """Queue a write; writes to one table run in the order staged."""
+
+    def stage_all(self, writes: Iterable[tuple[str, Row]]) -> None: ...
+
+    async def flush(self) -> None:
+        """Send the staged writes now."""
+
+    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]: ...
+
+    async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> Row | None: ...
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run one write now; the number of rows it changed."""
+
+    async def execute_script(self, script: str) -> None:
+        """Run several statements (a migration) inside this transaction."""
+
+
+class Store(Protocol):
+    """A database holding the runtime's and the workers' tables."""
+
+    #: The SQL dialect of the migrations this store runs (``sqlite``, ``postgresql``).
+    dialect: str
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def ping(self) -> bool:
+        """True when the store answers a trivial query."""
+
+    def transaction(self) -> AbstractAsyncContextManager[Transaction]:
+        """Commit when the block ends, roll back if it raises."""
+
+    def describe(self) -> str:
+        """Where the store is, for logs (no credentials)."""

@@ -1,0 +1,29 @@
+"""Transports for notices: e-mail (SMTP, files) and SMS (HTTP gateway, files).
+
+A transport takes one rendered message and returns the provider's reference,
+or raises ``ProviderUnavailable`` (retryable) or ``ProviderRejected``
+(permanent). What a notice says and to whom it goes is the notifier worker's
+business (``workers/notifier``); this package only carries it.
+"""
+
+from __future__ import annotations
+
+from config.settings import Settings
+from infra.transports.base import EmailSender, SmsSender
+from infra.transports.files import FileEmailSender, FileSmsSender
+from infra.transports.sms_gateway import HttpSmsSender
+from infra.transports.smtp import SmtpSender
+
+
+def email_sender(settings: Settings) -> EmailSender:
+    """The e-mail transport the settings name (the file channel by default)."""
+    if settings.notify_email_transport == "smtp":
+        return SmtpSender(settings)
+    return FileEmailSender(settings.notify_dir)
+
+
+def sms_sender(settings: Settings) -> SmsSender:
+    """The SMS transport the settings name (the file channel by default)."""
+    if settings.notify_sms_transport == "http":
+        return HttpSmsSender(settings)
+    return FileSmsSender(settings.notify_dir)

@@ -1,0 +1,63 @@
+"""The file channel: the embedded default, so a demo needs no provider.
+
+E-mails are written as ``<dir>/email/<notice_id>.eml`` (RFC 5322, readable by
+any mail client), SMS as ``<dir>/sms/<notice_id>.txt``. The notice_id is the
+file name, so writing the same notice again replaces the file: idempotent by
+construction. Writes go to a temporary file renamed into place, so a crash
+never leaves half a notice. The files hold addresses and bodies: the directory
+is personal data and belongs with the store (same permissions, same retention).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+from infra.transports.base import Email, Sms, check_email, compose, normalise_phone
+from messages.errors import ProviderUnavailable
+
+
+class FileEmailSender:
+    transport = "file"
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory / "email"
+
+    async def send(self, email: Email) -> str:
+        check_email(email.to)
+        path = self.directory / f"{email.notice_id}.eml"
+        await asyncio.to_thread(_write, path, compose(email).as_bytes())
+        return email.message_id
+
+    async def close(self) -> None:
+        """Nothing held."""
+
+
+class FileSmsSender:
+    transport = "file"
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory / "sms"
+
+    async def send(self, sms: Sms) -> str:
+        to = normalise_phone(sms.to)
+        text = f"From: {sms.sender_id}\nTo: {to}\nReference: {sms.notice_id}\n\n{sms.text}\n"
+        await asyncio.to_thread(_write, self.directory / f"{sms.notice_id}.txt", text.encode())
+        return sms.notice_id
+
+    async def close(self) -> None:
+        """Nothing held."""
+
+
+def _write(path: Path, data: bytes) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(path.suffix + ".part")
+        with partial.open("wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        partial.replace(path)
+    except OSError as exc:
+        raise ProviderUnavailable(f"notice directory not writable: {type(exc).__name__}") from exc

@@ -1,0 +1,131 @@
+"""Helpers shared by the tests: the broker's test namespaces, builders, polling, logs."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import AbstractIncomingMessage
+
+from config.settings import Settings
+from infra import topology
+from infra.runtime.service import Service
+from infra.runtime.session import session
+from infra.store import Store
+from messages.consent import ConsentChanged, ConsentChangedPayload, Evidence
+from messages.names import Names
+
+AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
+#: The installed ``privacyops`` command, beside the interpreter running the tests.
+BIN = Path(sys.executable).parent / "privacyops"
+
+#: ``start_service(workers=None, **setting_overrides)``: a started Service, stopped after.
+ServiceFactory = Callable[..., Awaitable[Service]]
+
+
+@asynccontextmanager
+async def migrated_store(settings: Settings) -> AsyncIterator[Store]:
+    """The settings' store, its schema brought up to date with every registered component."""
+    from workers import registry
+
+    async with session(settings, registry.schemas(), migrate=True) as opened:
+        yield opened.store
+
+
+async def delete_namespace(url: str, names: Names, workers: list[str], delays: list[int]) -> None:
+    """Delete the exchanges and queues a test declared."""
+    connection = await aio_pika.connect(url, timeout=5)
+    async with connection:
+        await topology.delete(await connection.channel(), names, workers, delays)
+
+
+def consent_changed(
+    subject_ref: str = "debtor-1",
+    *,
+    status: str = "granted",
+    channel: str = "email",
+    tenant_id: str = "acme",
+    occurred_at: datetime | None = None,
+    source: str = "web_form",
+    reference: str = "form-1",
+    **evidence: Any,
+) -> ConsentChanged:
+    return ConsentChanged(
+        tenant_id=tenant_id,
+        occurred_at=occurred_at or datetime.now(UTC),
+        payload=ConsentChangedPayload(
+            subject_ref=subject_ref,
+            channel=channel,  # type: ignore[arg-type]
+            status=status,  # type: ignore[arg-type]
+            source=source,  # type: ignore[arg-type]
+            evidence=Evidence(reference=reference, **evidence),
+        ),
+    )
+
+
+async def wait_until(
+    predicate: Callable[[], Awaitable[bool]], within: float = 20.0, interval: float = 0.05
+) -> None:
+    """Poll ``predicate`` until true; fail after ``within`` seconds."""
+    async with asyncio.timeout(within):
+        while not await predicate():  # noqa: ASYNC110 - polling the store and the broker
+            await asyncio.sleep(interval)
+
+
+async def drain_queue(url: str, queue_name: str) -> list[AbstractIncomingMessage]:
+    """Take every message currently in a queue (acknowledged, so it is removed)."""
+    connection = await aio_pika.connect(url, timeout=5)
+    taken = []
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.get_queue(queue_name, ensure=True)
+        while (message := await queue.get(no_ack=True, fail=False)) is not None:
+            taken.append(message)
+    return taken
+
+
+async def queue_depth(url: str, queue_name: str) -> int:
+    connection = await aio_pika.connect(url, timeout=5)
+    async with connection:
+        channel = await connection.channel()
+        result = await channel.declare_queue(queue_name, passive=True)
+        return int(result.declaration_result.message_count or 0)
+
+
+def log_lines(stream: io.StringIO) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in stream.getvalue().splitlines() if line.strip()]
+
+
+def run_cli(
+    settings: Settings, *args: str, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "PRIVACYOPS_AMQP_URL": settings.amqp_url.get_secret_value(),
+        "PRIVACYOPS_NAMESPACE": settings.namespace,
+        "PRIVACYOPS_DB_PATH": str(settings.db_path),
+        "PRIVACYOPS_RETRY_DELAYS_MS": json.dumps(settings.retry_delays_ms),
+        "PRIVACYOPS_LOG_FORMAT": "json",
+        "PRIVACYOPS_WORKERS": '["consent"]',
+    }
+    executable = str(BIN) if BIN.exists() else shutil.which("privacyops") or "privacyops"
+    return subprocess.run(
+        [executable, *args],
+        input=stdin,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )

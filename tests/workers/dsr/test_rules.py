@@ -1,0 +1,142 @@
+"""Deadlines, extensions and retention holds, without I/O (DOMAIN.md sections 1 and 2)."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+
+from config.datamap import load_datamap, load_retention
+from messages.dsr import Regime, RequestKind
+from messages.errors import RuleViolation
+from workers.dsr.rules import (
+    Account,
+    active_holds,
+    add_months,
+    deadline_state,
+    due_on,
+    extended_due_on,
+)
+from workers.platform.seed import Seeder, sa_id_number
+
+
+@pytest.mark.parametrize(
+    ("received", "due"),
+    [
+        (date(2026, 1, 15), date(2026, 2, 15)),
+        (date(2026, 1, 31), date(2026, 2, 28)),
+        (date(2028, 1, 31), date(2028, 2, 29)),
+        (date(2026, 3, 31), date(2026, 4, 30)),
+        (date(2026, 12, 31), date(2027, 1, 31)),
+        (date(2026, 2, 28), date(2026, 3, 28)),
+    ],
+)
+def test_due_one_calendar_month_after_receipt(received: date, due: date) -> None:
+    assert due_on(received) == due
+
+
+def test_add_months_across_years() -> None:
+    assert add_months(date(2026, 11, 30), 3) == date(2027, 2, 28)
+
+
+def test_extension_of_up_to_two_months_before_the_due_date() -> None:
+    due = date(2026, 2, 15)
+    assert extended_due_on(Regime.GDPR, RequestKind.ERASURE, due, 2, date(2026, 2, 14)) == date(
+        2026, 4, 15
+    )
+
+
+@pytest.mark.parametrize("decided", [date(2026, 2, 15), date(2026, 3, 1)])
+def test_extension_on_or_after_the_due_date_is_refused(decided: date) -> None:
+    with pytest.raises(RuleViolation, match="before the due date"):
+        extended_due_on(Regime.GDPR, RequestKind.ACCESS, date(2026, 2, 15), 1, decided)
+
+
+def test_paia_access_extension_is_thirty_days() -> None:
+    due = date(2026, 2, 15)
+    assert extended_due_on(Regime.POPIA, RequestKind.ACCESS, due, 1, date(2026, 2, 1)) == date(
+        2026, 3, 17
+    )
+    with pytest.raises(RuleViolation, match="PAIA s57"):
+        extended_due_on(Regime.POPIA, RequestKind.ACCESS, due, 2, date(2026, 2, 1))
+
+
+def test_deadline_states() -> None:
+    due = date(2026, 2, 15)
+    assert deadline_state(due, date(2026, 2, 7)) is None
+    assert deadline_state(due, date(2026, 2, 8)) == "due_soon"
+    assert deadline_state(due, date(2026, 2, 15)) == "due_soon"
+    assert deadline_state(due, date(2026, 2, 16)) == "overdue"
+
+
+RETENTION = load_retention()
+TODAY = date(2026, 11, 1)
+
+
+def account(
+    status: str, closed: date | None = None, paid: date | None = None, debt_type: str = "ordinary"
+) -> Account:
+    return Account(status, debt_type, date(2015, 1, 1), closed, paid)
+
+
+def test_an_open_account_holds_without_end() -> None:
+    holds = active_holds(RETENTION, "bravo", [account("open")], TODAY)
+    assert holds["identity"].name == "open_debt"
+    assert holds["identity"].until is None
+    assert set(holds) >= {"identity", "contact", "debt", "financial", "conduct"}
+    assert "consent" not in holds
+
+
+def test_closed_account_runs_the_retention_periods() -> None:
+    closed = date(2023, 6, 30)
+    holds = active_holds(RETENTION, "bravo", [account("closed", closed)], TODAY)
+    assert "debt" not in holds  # reg 55: 3 years, ran out on 2026-06-30
+    assert holds["financial"].name == "tax_s29"
+    assert holds["financial"].until == date(2028, 6, 30)
+    assert "identity" not in holds  # bravo is not a FICA accountable institution
+    assert "contact" not in holds
+
+
+def test_fica_applies_to_accountable_institutions_only() -> None:
+    closed = date(2023, 6, 30)
+    assert active_holds(RETENTION, "acme", [account("closed", closed)], TODAY)[
+        "identity"
+    ].until == date(2028, 6, 30)
+
+
+def test_prescription_by_debt_type() -> None:
+    paid = date(2022, 1, 10)
+    ordinary = active_holds(RETENTION, "bravo", [account("written_off", paid=paid)], TODAY)
+    assert "identity" not in ordinary  # prescribed on 2025-01-10
+    assert ordinary["financial"].name == "tax_s29"
+    bill = active_holds(
+        RETENTION, "bravo", [account("written_off", paid=paid, debt_type="bill_of_exchange")], TODAY
+    )
+    assert bill["identity"].until == date(2028, 1, 10)
+
+
+def test_everything_expired_means_no_hold() -> None:
+    assert active_holds(RETENTION, "acme", [account("closed", date(2015, 3, 1))], TODAY) == {}
+
+
+def test_the_latest_hold_binds() -> None:
+    accounts = [account("closed", date(2024, 1, 1)), account("open")]
+    assert active_holds(RETENTION, "bravo", accounts, TODAY)["debt"].until is None
+
+
+def test_data_map_covers_every_seeded_table() -> None:
+    seeder = Seeder("acme", 1)
+    for index in range(50):
+        seeder.debtor(index)
+    datamap = load_datamap()
+    assert set(seeder.rows) <= set(datamap.tables)
+
+
+def test_seeded_id_numbers_pass_the_check_digit() -> None:
+    from random import Random
+
+    from messages.dsr import luhn_ok
+
+    rng = Random(4)
+    numbers = [sa_id_number(rng, date(1980, 5, 17)) for _ in range(100)]
+    assert all(luhn_ok(n) and n.startswith("800517") and len(n) == 13 for n in numbers)

@@ -1,0 +1,447 @@
+"""Data-subject request worker: the six rights, the verification gate and the deadlines.
+
+Rules enforced (DOMAIN.md sections 1, 2 and 5; pure rules in ``workers/dsr/rules.py``):
+
+* Every request is answered within one calendar month of receipt (GDPR art
+  12(3); the privacy policy); an extension is decided before the due date, with
+  reasons, and told to the subject (``dsr.extended``).
+* Access (POPIA s23; GDPR art 15) and portability (GDPR art 20) disclose data,
+  erasure (POPIA s24; GDPR art 17) and rectification (POPIA s24; GDPR art 16)
+  change it, and lifting a restriction (POPIA s14(8)) ends a protection: all of
+  them wait for a verified identity (DOMAIN.md 5). Until ``dsr.verified``
+  arrives the request is ``awaiting_verification`` and nothing is touched.
+* Erasure yields to retention duties (DOMAIN.md 2): see ``workers.dsr.erasure``.
+* Every step is a stored transition with what, when and why; every outcome is
+  told to the subject through the notification outbox, never with the data
+  itself (the access package goes by an expiring token).
+
+DSR traffic is small and each request reads across many tables, so handlers
+read through the batch's transaction as they go (``prepare`` keeps it) rather
+than preloading the batch.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import date, datetime, timedelta
+from typing import Any, ClassVar
+
+from config.datamap import load_datamap, load_retention
+from config.settings import Settings
+from infra.runtime.worker import Effects, Sink, Worker, handles
+from infra.store import Store, Transaction
+from messages.dsr import (
+    DsrExtended,
+    DsrRequested,
+    DsrVerified,
+    ObjectionDetails,
+    PortabilityDetails,
+    PortabilityHandover,
+    PortabilityHandoverPayload,
+    RectificationDetails,
+    RequestKind,
+    RestrictionDetails,
+    SubjectErased,
+    SubjectRectified,
+)
+from messages.errors import NotYetKnown, RuleViolation
+from workers.dsr import package, rights, sweeps
+from workers.dsr.erasure import Eraser
+from workers.dsr.gather import gather
+from workers.dsr.recipients import tell_recipients
+from workers.dsr.requests import Request, load
+from workers.dsr.rules import (
+    NEEDS_VERIFICATION,
+    Status,
+    deadline_state,
+    due_on,
+    extended_due_on,
+)
+from workers.dsr.tables import DSR, PACKAGE_UPSERT
+
+Outcome = tuple[Status, dict[str, Any], str]
+
+
+class DsrWorker(Worker):
+    """Handles ``dsr.requested``, ``dsr.verified`` and ``dsr.extended``; sweeps deadlines."""
+
+    name: ClassVar[str] = "dsr"
+    schema = DSR
+    periodic: ClassVar[bool] = True
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.datamap = load_datamap(settings.datamap_path)
+        self.retention = load_retention(settings.retention_path)
+        secret = settings.export_key.get_secret_value() if settings.export_key else None
+        self.key = package.load_key(secret, settings.export_key_file)
+        self.eraser = Eraser(self.datamap, self.retention, self.key)
+        self._tx: Transaction | None = None
+
+    async def prepare(self, tx: Transaction, messages: Any) -> None:
+        self._tx = tx
+
+    def _batch_tx(self) -> Transaction:
+        assert self._tx is not None, "prepare() runs before the handlers"
+        return self._tx
+
+    async def gauges(self, store: Store, now: datetime) -> dict[str, float]:
+        """Open requests, and those due within 7 days or overdue, for ops."""
+        async with store.transaction() as tx:
+            rows = await tx.fetchall(
+                "SELECT due_on FROM dsr_requests"
+                " WHERE status NOT IN ('completed', 'partially_completed', 'refused')"
+            )
+        states = Counter(deadline_state(date.fromisoformat(due), now.date()) for (due,) in rows)
+        return {
+            "requests_open": float(len(rows)),
+            "requests_due_soon": float(states["due_soon"]),
+            "requests_overdue": float(states["overdue"]),
+        }
+
+    async def tick(self, store: Store, sink: Sink, now: datetime) -> None:
+        await sweeps.run_all(self, store, sink, now)
+
+    # -- messages ------------------------------------------------------------------------
+
+    @handles(DsrRequested)
+    async def requested(self, m: DsrRequested, effects: Effects) -> None:
+        """A right exercised: recorded, acknowledged, carried out once identity is verified."""
+        tx = self._batch_tx()
+        p = m.payload
+        if await load(tx, m.tenant_id, p.request_id) is not None:
+            effects.audit("dsr_request_repeated", None, request_id=p.request_id)
+            return
+        subject_ref = p.subject.subject_ref or await self._lookup(
+            tx, m.tenant_id, p.subject.id_number
+        )
+        request = Request(
+            tenant_id=m.tenant_id,
+            request_id=p.request_id,
+            kind=p.kind,
+            regime=p.regime,
+            subject_ref=subject_ref,
+            status=Status.RECEIVED,
+            verified=p.identity_verified,
+            received_at=p.received_at,
+            due_on=due_on(p.received_at.date()),
+            reply_channel=p.reply_to.channel,
+            details=p.details,
+        )
+        request.move(Status.RECEIVED, "request received")
+        self._notify(effects, request, "dsr_received", {"due_on": request.due_on.isoformat()})
+        effects.audit(
+            "dsr_received", subject_ref, request_id=p.request_id, kind=p.kind, due_on=request.due_on
+        )
+        if self._needs_verification(request) and not request.verified:
+            request.move(
+                Status.AWAITING_VERIFICATION,
+                f"identity must be verified before {p.kind.value} is carried out",
+            )
+            self._notify(effects, request, "dsr_verification_needed", {})
+        else:
+            await self._execute(tx, request, effects)
+        request.save(effects, str(m.message_id))
+
+    @handles(DsrVerified)
+    async def verified(self, m: DsrVerified, effects: Effects) -> None:
+        """DOMAIN.md 5: a request waiting for a verified identity is carried out now."""
+        tx = self._batch_tx()
+        request = await self._existing(tx, m.tenant_id, m.payload.request_id)
+        if request.status is not Status.AWAITING_VERIFICATION:
+            effects.audit(
+                "dsr_verification_ignored",
+                request.subject_ref,
+                request_id=request.request_id,
+                status=request.status,
+            )
+            return
+        request.verified = True
+        effects.audit(
+            "dsr_identity_verified",
+            request.subject_ref,
+            request_id=request.request_id,
+            method=m.payload.method,
+        )
+        await self._execute(tx, request, effects)
+        request.save(effects, str(m.message_id))
+
+    @handles(DsrExtended)
+    async def extended(self, m: DsrExtended, effects: Effects) -> None:
+        """GDPR art 12(3) / PAIA s57: once, before the due date, with reasons told."""
+        p = m.payload
+        request = await self._existing(self._batch_tx(), m.tenant_id, p.request_id)
+        if request.status in (Status.COMPLETED, Status.PARTIALLY_COMPLETED, Status.REFUSED):
+            raise RuleViolation("the request is already answered; nothing to extend")
+        if request.extended:
+            raise RuleViolation("the request was already extended once")
+        new_due = extended_due_on(
+            request.regime, request.kind, request.due_on, p.months, m.occurred_at.date()
+        )
+        request.note(f"deadline extended from {request.due_on} to {new_due}: {p.reason}")
+        request.due_on, request.extended = new_due, True
+        self._notify(
+            effects, request, "dsr_extended", {"due_on": new_due.isoformat(), "reason": p.reason}
+        )
+        effects.audit("dsr_extended", request.subject_ref, request_id=p.request_id, due_on=new_due)
+        request.save(effects, str(m.message_id))
+
+    # -- carrying out a right ------------------------------------------------------------
+
+    async def _execute(self, tx: Transaction, request: Request, effects: Effects) -> None:
+        reason = "identity verified" if request.verified else "no verification needed"
+        request.move(Status.IN_PROGRESS, reason)
+        if request.subject_ref is None:
+            status, outcome, why = self._nothing_held(request)
+        else:
+            status, outcome, why = await self._carry_out(tx, request, request.subject_ref, effects)
+        request.move(status, why)
+        request.outcome = outcome
+        kind = "dsr_refused" if status is Status.REFUSED else "dsr_completed"
+        self._notify(
+            effects, request, kind, {"status": status.value, "outcome": outcome, "reason": why}
+        )
+        effects.audit(
+            "dsr_answered",
+            request.subject_ref,
+            request_id=request.request_id,
+            kind=request.kind,
+            status=status,
+        )
+
+    async def _carry_out(
+        self, tx: Transaction, request: Request, subject: str, effects: Effects
+    ) -> Outcome:
+        details = request.details
+        if request.kind in (RequestKind.ACCESS, RequestKind.PORTABILITY):
+            return await self._export(tx, request, subject, effects)
+        if request.kind is RequestKind.ERASURE:
+            return await self._erase(tx, request, subject, effects)
+        if isinstance(details, RectificationDetails):
+            return await self._rectify(tx, request, subject, details, effects)
+        if isinstance(details, RestrictionDetails):
+            return await self._restrict(tx, request, subject, details, effects)
+        if isinstance(details, ObjectionDetails):
+            outcomes = await rights.object_to(
+                tx,
+                effects,
+                subject,
+                details.purposes,
+                details.grounds,
+                self.settings.mandatory_purposes,
+                request.request_id,
+                request.received_at,
+            )
+            return Status.COMPLETED, {"objections": outcomes}, "objection recorded"
+        raise RuleViolation(f"details do not fit a {request.kind.value} request")
+
+    async def _export(
+        self, tx: Transaction, request: Request, subject: str, effects: Effects
+    ) -> Outcome:
+        """Access and portability: one builder; the subject gets a token, never the data."""
+        portable = request.kind is RequestKind.PORTABILITY
+        data = await gather(tx, self.datamap, request.tenant_id, subject, provided_only=portable)
+        doc = package.document(data, self.datamap, request.request_id, portable)
+        issued = package.seal(
+            package.build_zip(doc),
+            self.key,
+            self.settings.export_dir / request.tenant_id,
+            request.request_id,
+            effects.now,
+            timedelta(hours=self.settings.package_ttl_hours),
+        )
+        effects.write(
+            PACKAGE_UPSERT,
+            (
+                request.tenant_id,
+                request.request_id,
+                subject,
+                str(issued.path),
+                package.token_digest(issued.token),
+                issued.expires_at.isoformat(),
+                effects.now.isoformat(),
+            ),
+        )
+        rows = {name: len(r) for name, r in data.tables.items()}
+        self._notify(
+            effects,
+            request,
+            "dsr_package_ready",
+            {
+                "token": issued.token,
+                "expires_at": issued.expires_at.isoformat(),
+                "may_request_correction": True,
+                "holds_data": data.holds_anything,
+            },
+        )
+        effects.audit(
+            "export_package_built",
+            subject,
+            request_id=request.request_id,
+            rows=rows,
+            portable=portable,
+        )
+        outcome: dict[str, Any] = {
+            "rows": rows,
+            "recipients": doc["recipients"],
+            "package_expires_at": issued.expires_at.isoformat(),
+        }
+        details = request.details
+        if isinstance(details, PortabilityDetails) and details.destination:
+            outcome["handover"] = self._hand_over(
+                effects, request, subject, details.destination, issued
+            )
+        return Status.COMPLETED, outcome, "package ready for download"
+
+    def _hand_over(
+        self,
+        effects: Effects,
+        request: Request,
+        subject: str,
+        destination: str,
+        issued: package.Issued,
+    ) -> str:
+        """GDPR art 20(2): an integration downstream delivers the package to the organisation."""
+        effects.emit(
+            PortabilityHandover(
+                tenant_id=request.tenant_id,
+                correlation_id=request.request_id,
+                payload=PortabilityHandoverPayload(
+                    request_id=request.request_id,
+                    subject_ref=subject,
+                    destination=destination,
+                    token=issued.token,
+                    expires_at=issued.expires_at,
+                ),
+            )
+        )
+        effects.audit("portability_handover_queued", subject, request_id=request.request_id)
+        return "queued for the named organisation (dsr.portability_handover)"
+
+    async def _erase(
+        self, tx: Transaction, request: Request, subject: str, effects: Effects
+    ) -> Outcome:
+        result = await self.eraser.erase(
+            tx, effects, subject, request.request_id, effects.now.date()
+        )
+        if result.erased:
+            tell_recipients(
+                effects,
+                SubjectErased,
+                self.datamap,
+                request.request_id,
+                subject,
+                list(result.erased),
+            )
+        if result.complete:
+            return Status.COMPLETED, result.summary(), "all personal information erased"
+        held = ", ".join(f"{t} ({h.name})" for t, h in sorted(result.held.items()))
+        return (
+            Status.PARTIALLY_COMPLETED,
+            result.summary(),
+            f"kept and restricted under retention duties: {held}",
+        )
+
+    async def _rectify(
+        self,
+        tx: Transaction,
+        request: Request,
+        subject: str,
+        details: RectificationDetails,
+        effects: Effects,
+    ) -> Outcome:
+        result = await rights.rectify(
+            tx,
+            effects,
+            self.datamap,
+            self.key,
+            subject,
+            details.corrections,
+            insist=details.insist,
+            request_id=request.request_id,
+        )
+        if result.applied:
+            tell_recipients(
+                effects,
+                SubjectRectified,
+                self.datamap,
+                request.request_id,
+                subject,
+                list(result.tables),
+                result.applied,
+            )
+        outcome = {"applied": result.applied, "refused": result.refused}
+        if not result.refused:
+            return Status.COMPLETED, outcome, "corrections made"
+        if result.applied:
+            return Status.PARTIALLY_COMPLETED, outcome, "some corrections refused"
+        return Status.REFUSED, outcome, "no correction could be made"
+
+    async def _restrict(
+        self,
+        tx: Transaction,
+        request: Request,
+        subject: str,
+        details: RestrictionDetails,
+        effects: Effects,
+    ) -> Outcome:
+        if not details.lift:
+            scopes = rights.restrict(
+                effects, subject, details.categories, details.grounds, request.request_id
+            )
+            return Status.COMPLETED, {"restricted": scopes}, "processing restricted"
+        notice = timedelta(hours=self.settings.restriction_lift_notice_hours)
+        scopes, lift_after = await rights.schedule_lift(tx, effects, subject, notice)
+        if not scopes:
+            return Status.REFUSED, {}, "no restriction requested by the subject is in place"
+        self._notify(
+            effects,
+            request,
+            "restriction_lifting",
+            {"scopes": scopes, "lift_after": lift_after.isoformat()},
+        )
+        return (
+            Status.COMPLETED,
+            {"lifting": scopes, "lift_after": lift_after.isoformat()},
+            "subject told before the restriction is lifted",
+        )
+
+    # -- helpers -------------------------------------------------------------------------
+
+    @staticmethod
+    def _needs_verification(request: Request) -> bool:
+        lifting = isinstance(request.details, RestrictionDetails) and request.details.lift
+        return request.kind in NEEDS_VERIFICATION or lifting
+
+    @staticmethod
+    def _nothing_held(request: Request) -> Outcome:
+        if request.kind is RequestKind.RECTIFICATION:
+            return Status.REFUSED, {}, "no record of the subject is held"
+        return Status.COMPLETED, {"holds_data": False}, "no personal information is held"
+
+    @staticmethod
+    async def _lookup(tx: Transaction, tenant_id: str, id_number: str | None) -> str | None:
+        if id_number is None:
+            return None
+        row = await tx.fetchone(
+            "SELECT subject_ref FROM debtors WHERE tenant_id = ? AND id_number = ?",
+            (tenant_id, id_number),
+        )
+        return str(row[0]) if row else None
+
+    @staticmethod
+    async def _existing(tx: Transaction, tenant_id: str, request_id: str) -> Request:
+        request = await load(tx, tenant_id, request_id)
+        if request is None:
+            raise NotYetKnown("no request with this id has been received yet")
+        return request
+
+    @staticmethod
+    def _notify(effects: Effects, request: Request, kind: str, context: dict[str, Any]) -> None:
+        subject = request.subject_ref or f"request:{request.request_id}"
+        effects.notify(
+            subject,
+            kind,
+            request.reply_channel,
+            {"request_id": request.request_id, "kind": request.kind.value, **context},
+        )

@@ -1,0 +1,144 @@
+"""The DSR rules as pure functions: lifecycle, deadlines and retention holds.
+
+Lifecycle and deadlines (GDPR art 12(3); PAIA s57-s58; DOMAIN.md section 1):
+
+* Due one calendar month after receipt: 15 Jan -> 15 Feb; 31 Jan -> 28 (or 29) Feb.
+* An extension must be decided before the due date, with reasons told to the
+  subject: up to two further months (GDPR art 12(3)); for a POPIA access
+  request, PAIA s57 allows one further period of 30 days.
+* A POPIA access request not answered in time counts as refused (PAIA s58).
+
+Retention holds (DOMAIN.md section 2): given the subject's accounts, the
+retention rules and today, the binding hold per retention group of the data
+map. An open account holds its groups with no end date; the other duties run a
+number of years from a date of each account. The latest expiry binds.
+"""
+
+from __future__ import annotations
+
+import calendar
+from dataclasses import dataclass
+from datetime import date, timedelta
+from enum import StrEnum
+from typing import Literal
+
+from config.datamap import Hold, Retention, add_years
+from messages.dsr import Regime, RequestKind
+from messages.errors import RuleViolation
+
+
+class Status(StrEnum):
+    RECEIVED = "received"
+    AWAITING_VERIFICATION = "awaiting_verification"
+    IN_PROGRESS = "in_progress"
+    COMPLETED = "completed"
+    PARTIALLY_COMPLETED = "partially_completed"
+    REFUSED = "refused"
+
+
+FINAL = frozenset({Status.COMPLETED, Status.PARTIALLY_COMPLETED, Status.REFUSED})
+
+#: Rights that act on or disclose data: they run only for a verified identity
+#: (DOMAIN.md 1 "verify identity first"; section 5: no destructive action unverified).
+NEEDS_VERIFICATION = frozenset(
+    {RequestKind.ACCESS, RequestKind.PORTABILITY, RequestKind.ERASURE, RequestKind.RECTIFICATION}
+)
+DUE_SOON = timedelta(days=7)
+PAIA_EXTENSION = timedelta(days=30)
+
+
+def add_months(day: date, months: int) -> date:
+    """The same day ``months`` calendar months later, clamped to the month's last day."""
+    index = day.month - 1 + months
+    year, month = day.year + index // 12, index % 12 + 1
+    return date(year, month, min(day.day, calendar.monthrange(year, month)[1]))
+
+
+def due_on(received: date) -> date:
+    """One calendar month from receipt."""
+    return add_months(received, 1)
+
+
+def extended_due_on(regime: Regime, kind: RequestKind, due: date, months: int, today: date) -> date:
+    """The new due date, or RuleViolation when the extension comes too late or is too long."""
+    if today >= due:
+        raise RuleViolation("an extension must be decided before the due date")
+    if regime is Regime.POPIA and kind is RequestKind.ACCESS:
+        if months != 1:
+            raise RuleViolation("PAIA s57 allows one further period of 30 days for access")
+        return due + PAIA_EXTENSION
+    return add_months(due, months)
+
+
+def deadline_state(due: date, today: date) -> Literal["due_soon", "overdue"] | None:
+    """'overdue', 'due_soon' (within 7 days) or None."""
+    if today > due:
+        return "overdue"
+    if due - today <= DUE_SOON:
+        return "due_soon"
+    return None
+
+
+# -- retention holds (DOMAIN.md section 2) ------------------------------------------------
+@dataclass(frozen=True)
+class Account:
+    status: str
+    debt_type: str
+    opened_on: date
+    closed_on: date | None
+    last_payment_on: date | None
+
+    def anchor(self, columns: list[str]) -> date | None:
+        for column in columns:
+            value = getattr(self, column, None)
+            if isinstance(value, date):
+                return value
+        return None
+
+
+@dataclass(frozen=True)
+class ActiveHold:
+    group: str
+    name: str
+    basis: str
+    until: date | None  # None: while the account stays open
+
+
+def _expiry(hold: Hold, account: Account) -> tuple[bool, date | None]:
+    """(applies, until) of one hold for one account."""
+    if hold.when == "account_open":
+        return account.status == "open", None
+    if account.status not in hold.statuses:
+        return False, None
+    years = hold.period_years(account.debt_type)
+    anchor = account.anchor(hold.from_)
+    if years is None or anchor is None:
+        return False, None
+    return True, add_years(anchor, years)
+
+
+def _later(a: ActiveHold | None, b: ActiveHold) -> ActiveHold:
+    if a is None or a.until is None:
+        return a or b
+    if b.until is None or b.until > a.until:
+        return b
+    return a
+
+
+def active_holds(
+    retention: Retention, tenant_id: str, accounts: list[Account], today: date
+) -> dict[str, ActiveHold]:
+    """The binding hold per retention group; a group absent from the result may be erased."""
+    binding: dict[str, ActiveHold] = {}
+    accountable = tenant_id in retention.accountable_institutions
+    for hold in retention.holds:
+        if hold.accountable_institutions_only and not accountable:
+            continue
+        for account in accounts:
+            applies, until = _expiry(hold, account)
+            if not applies or (until is not None and until <= today):
+                continue
+            for group in hold.applies_to:
+                candidate = ActiveHold(group, hold.name, hold.basis, until)
+                binding[group] = _later(binding.get(group), candidate)
+    return binding

@@ -1,0 +1,189 @@
+"""The ``privacyops`` command line: the composition root.
+
+    privacyops run [--worker NAME ...] [--migrate]   run workers until SIGTERM/SIGINT
+    privacyops topology declare [--worker NAME ...]  declare exchanges and queues
+    privacyops publish FILE|-                        validate, then publish JSON messages
+    privacyops schema [--out DIR]                    write JSON Schemas and the AsyncAPI file
+    privacyops db status|migrate                     the store's schema version, per component
+
+plus each worker's commands (``consent``, ``dsr``, ``holds``, ``incidents``,
+``notices``), ``seed`` and the dead-letter tools (``dlq``).
+
+Exit codes: 0 done, 1 failed or nothing matched, 2 bad usage, invalid input or
+a store whose schema is not the code's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from infra import rabbit, topology
+from infra.cli import EXIT_OK, EXIT_USAGE, App, SubParsers, parser
+from infra.cli import main as cli_main
+from infra.dlq import cli as dlq_cli
+from infra.publisher import Publisher
+from infra.runtime.service import Service
+from infra.runtime.session import all_schemas
+from infra.store import migrations, open_store
+from messages.envelope import Envelope
+from messages.errors import PermanentError
+from messages.names import Names
+from messages.registry import decode, publisher_of
+from workers import registry
+
+
+def _register_core(sub: SubParsers) -> None:
+    run = sub.add_parser("run", help="run workers until SIGTERM/SIGINT")
+    run.add_argument("--worker", action="append", dest="workers", metavar="NAME")
+    run.add_argument(
+        "--migrate", action="store_true", help="bring the store's schema up to date first"
+    )
+    run.set_defaults(handler=_run)
+    topo = sub.add_parser("topology", help="broker topology")
+    topo.add_argument("action", choices=["declare"])
+    topo.add_argument("--worker", action="append", dest="workers", metavar="NAME")
+    topo.set_defaults(handler=_topology)
+    pub = sub.add_parser(
+        "publish", help="validate and publish messages (JSON object, array or JSON Lines)"
+    )
+    pub.add_argument("file", help="path, or - for standard input")
+    pub.set_defaults(handler=_publish)
+    schema = sub.add_parser("schema", help="write JSON Schemas and docs/asyncapi.json")
+    schema.add_argument("--out", type=Path, default=Path("docs"))
+    schema.set_defaults(handler=_schema)
+    db = sub.add_parser("db", help="the store's schema: status, migrate")
+    db.add_argument("action", choices=["status", "migrate"])
+    db.add_argument("--json", action="store_true")
+    db.set_defaults(handler=_db)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    registrars = (_register_core, *registry.cli_registrars(), dlq_cli.register)
+    built = parser("privacy workers for a debt-collection platform", registrars)
+    return cli_main(built, registry.app, argv)
+
+
+def _run(args: argparse.Namespace, app: App) -> int:
+    settings = app.settings
+    workers = registry.build_workers(args.workers or settings.workers, settings)
+    service = Service(
+        settings, workers, schemas=app.schemas, serve_ops=True, migrate=bool(args.migrate)
+    )
+    asyncio.run(service.run_until_signalled())
+    return EXIT_OK
+
+
+def _topology(args: argparse.Namespace, app: App) -> int:
+    settings = app.settings
+    workers = registry.build_workers(args.workers or settings.workers, settings)
+
+    async def declare() -> None:
+        connection = await rabbit.connect(
+            settings.amqp_url.get_secret_value(), settings.connect_timeout_s
+        )
+        try:
+            channel = await rabbit.open_channel(connection)
+            await topology.declare(
+                channel,
+                Names(settings.namespace),
+                {w.name: w.message_types() for w in workers},
+                settings.retry_delays_ms,
+                settings.delivery_limit,
+            )
+        finally:
+            await connection.close()
+
+    asyncio.run(declare())
+    print(
+        f"declared topology for {', '.join(w.name for w in workers)} "
+        f"in namespace {settings.namespace}"
+    )
+    return EXIT_OK
+
+
+def read_messages(text: str) -> list[Envelope]:
+    """Parse a JSON object, a JSON array or JSON Lines and validate every message."""
+    stripped = text.strip()
+    items: list[Any]
+    try:
+        document = json.loads(stripped)
+    except json.JSONDecodeError:
+        if "\n" not in stripped:
+            raise
+        items = [json.loads(line) for line in stripped.splitlines() if line.strip()]
+    else:
+        items = document if isinstance(document, list) else [document]
+    messages = []
+    for index, item in enumerate(items, start=1):
+        try:
+            message = decode(json.dumps(item).encode())
+        except PermanentError as exc:
+            raise ValueError(f"message {index}: {exc.code}: {exc}") from None
+        if publisher_of(message.type) != "upstream":
+            raise ValueError(f"message {index}: {message.type} is published by privacyops only")
+        messages.append(message)
+    return messages
+
+
+def _publish(args: argparse.Namespace, app: App) -> int:
+    try:
+        text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text()
+    except OSError as exc:
+        print(f"privacyops: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        messages = read_messages(text)
+    except json.JSONDecodeError as exc:
+        print(
+            f"privacyops: not valid JSON (line {exc.lineno}, column {exc.colno})", file=sys.stderr
+        )
+        return EXIT_USAGE
+
+    async def publish() -> None:
+        async with Publisher.from_settings(app.settings) as publisher:
+            for message in messages:
+                await publisher.publish(message)
+
+    asyncio.run(publish())
+    print(f"published {len(messages)} message(s)")
+    return EXIT_OK
+
+
+def _schema(args: argparse.Namespace, app: App) -> int:
+    from messages.schema import write
+
+    for path in write(args.out):
+        print(path)
+    return EXIT_OK
+
+
+def _db(args: argparse.Namespace, app: App) -> int:
+    """``db status``: per component, the store's version and the code's; exit 1 if any
+    differs. ``db migrate``: apply what is pending, printing each step."""
+    components = all_schemas(app.schemas)
+
+    async def act() -> list[migrations.ComponentState]:
+        store = open_store(app.settings)
+        await store.open()
+        try:
+            if args.action == "migrate":
+                for component, step in await migrations.migrate(store, components):
+                    if not args.json:
+                        print(f"{component}: applied {step.version} ({step.name})")
+            return await migrations.status(store, components)
+        finally:
+            await store.close()
+
+    states = asyncio.run(act())
+    if args.json:
+        print(json.dumps([{**vars(s), "state": s.state} for s in states], indent=2))
+    else:
+        for s in states:
+            print(f"{s.component:<12} store {s.current:>3}  code {s.target:>3}  {s.state}")
+    return EXIT_OK if all(s.state == "current" for s in states) else 1

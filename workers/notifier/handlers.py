@@ -1,0 +1,206 @@
+"""Notifier: tells each subject what a worker decided they must be told, once.
+
+Rules served (DOMAIN.md sections 1, 3 and 4): the answer, extension, refusal and readiness
+notices of a data-subject request (GDPR art 12(3)-(4); PAIA s57; POPIA s23-25),
+the notice before a restriction is lifted (POPIA s14(8)), the consent
+confirmation with the sender's identity and an opt-out (POPIA s69(4)), and the
+security-compromise notice with its four parts, in writing (POPIA s22(4)-(5)).
+The templates carry the wording (``workers/notifier/templates``); this worker
+makes sure the notice reaches the subject exactly once, through the transports
+of ``infra/transports``.
+
+Exactly once, step by step (the worker is not ``transactional``: the runtime
+runs this handler outside the batch transaction, so each step below commits on
+its own):
+
+1. claim: in one transaction, check the notice is in this tenant's outbox and
+   not ``sent``, then mark it ``sending`` with a lease of one handler timeout.
+   A ``sent`` notice is skipped (a redelivery or a relay's second publish); a
+   live lease means another copy is being sent: retry later (``NotYetKnown``).
+2. resolve the address from ``contact_points`` now (never from the message),
+   render, send through the provider with the notice_id as its idempotency key
+   (SMTP ``Message-ID``, HTTP ``Idempotency-Key``, file name).
+3. record ``sent`` and the audit row in one transaction; then the runtime
+   writes the inbox row and acks.
+
+Why not the runtime's one transaction per batch: it would hold the store's
+write lock for the whole SMTP session and could not commit ``sent`` before the
+next notice; ``batch_max=1`` would fix only the second. See infra/runtime/consumer.py.
+
+Crash windows: between the provider's acceptance and the ``sent`` commit a
+crash leaves the notice ``sending``; the broker redelivers, the lease lapses and
+the notice is sent again: at most one duplicate per crash, carrying the same
+Message-ID (mail clients and MTAs can fold it) and the same Idempotency-Key (the
+SMS gateway drops it). After ``sent`` commits nothing is sent again.
+
+Failures: provider down or timing out -> ``ProviderUnavailable``, state
+``retrying``, the runtime's retry tiers, and ``failed`` on the last attempt
+(then the dead-letter queue). Permanent rejection (SMTP 5xx, HTTP 4xx, invalid
+address), no contact point (reason ``no_contact``), missing template context or
+an unknown tenant -> ``failed`` with the reason, then the dead-letter queue.
+Reasons and logs name codes and references, never an address.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import structlog
+
+from config import tenants as tenant_config
+from config.settings import Settings
+from infra import transports
+from infra.redaction import describe_error
+from infra.runtime.worker import Effects, Resources, Worker, announce, handles
+from infra.store import Store
+from infra.transports.base import Email, EmailSender, Sms, SmsSender, message_id
+from messages.errors import (
+    NoContact,
+    NotYetKnown,
+    PermanentError,
+    PrivacyOpsError,
+    RuleViolation,
+)
+from messages.notices import NoticeChannel, NoticeSend
+from workers.notifier import tables
+from workers.notifier.tables import NOTIFIER
+from workers.notifier.templates import Renderer
+from workers.platform.tables import contact
+
+log = structlog.get_logger("privacyops.notifier")
+
+#: Channel order when a notice names none: e-mail first (it carries the full text).
+FALLBACK_ORDER = (NoticeChannel.EMAIL, NoticeChannel.SMS)
+
+
+#: Notice channel -> contact_points.kind.
+CONTACT_KIND = {NoticeChannel.EMAIL: "email", NoticeChannel.SMS: "phone"}
+
+
+class NotifierWorker(Worker):
+    """Sends ``notice.send`` messages by e-mail or SMS, once each."""
+
+    name: ClassVar[str] = "notifier"
+    schema = NOTIFIER
+    transactional: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        directory: tenant_config.TenantDirectory | None = None,
+        email: EmailSender | None = None,
+        sms: SmsSender | None = None,
+    ) -> None:
+        self.settings = settings
+        self.directory = directory or tenant_config.from_settings(settings)
+        self.renderer = Renderer()
+        self._email = email or transports.email_sender(settings)
+        self._sms = sms or transports.sms_sender(settings)
+        self._store: Store | None = None
+
+    async def open(self, resources: Resources) -> None:
+        self._store = resources.store
+
+    async def close(self) -> None:
+        for sender in (self._sms, self._email):
+            try:
+                await sender.close()
+            except Exception as exc:  # noqa: BLE001 - keep closing the rest (STYLE 7)
+                log.error("close_failed", resource=sender.transport, error_type=type(exc).__name__)
+
+    @handles(NoticeSend)
+    async def send(self, message: NoticeSend, effects: Effects) -> None:
+        """Claim, send once through the provider, record the outcome (module docstring)."""
+        store = self._opened()
+        notice = message.payload
+        notice_id = str(notice.notice_id)
+        claim = await tables.claim(
+            store, message.tenant_id, notice_id, effects.now, self.settings.handler_timeout_s
+        )
+        if claim is tables.Claim.UNKNOWN:
+            raise RuleViolation("notice is not in this tenant's notification outbox")
+        if claim is tables.Claim.BUSY:
+            raise NotYetKnown("notice is being sent by another delivery; try later")
+        if claim is tables.Claim.ALREADY_SENT:
+            effects.audit("notice_already_sent", notice.subject_ref, notice_id=notice_id)
+            return
+        try:
+            outcome = await self._deliver(message)
+        except PrivacyOpsError as exc:
+            await self._record(message, effects, self._failure(exc, effects.attempt))
+            raise
+        await self._record(message, effects, outcome)
+
+    def _opened(self) -> Store:
+        if self._store is None:
+            raise RuntimeError("NotifierWorker.open was not called")
+        return self._store
+
+    def _failure(self, exc: PrivacyOpsError, attempt: int) -> tables.Outcome:
+        final = isinstance(exc, PermanentError) or attempt >= self.settings.max_attempts
+        status = "failed" if final else "retrying"
+        return tables.Outcome(status, reason=exc.code, detail=describe_error(exc, 200))
+
+    async def _record(self, message: NoticeSend, effects: Effects, outcome: tables.Outcome) -> None:
+        """Commit the outcome with its audit row now; log the audit after the commit."""
+        notice = message.payload
+        own = Effects(worker=self.name, message=message, attempt=effects.attempt, now=effects.now)
+        action = {"sent": "notice_sent", "failed": "notice_failed"}.get(
+            outcome.status, "notice_deferred"
+        )
+        own.audit(
+            action,
+            notice.subject_ref,
+            notice_id=str(notice.notice_id),
+            kind=notice.kind.value,
+            channel=outcome.channel,
+            transport=outcome.transport,
+            reason=outcome.reason,
+        )
+        await tables.record(self._opened(), own, str(notice.notice_id), outcome)
+        announce(None, own)
+
+    async def _deliver(self, message: NoticeSend) -> tables.Outcome:
+        notice = message.payload
+        tenant = self.directory.profile(message.tenant_id)
+        if tenant is None:
+            raise RuleViolation("tenant has no profile in the tenants file")
+        channel, address = await self._address(message)
+        regulator = self.directory.regulator
+        notice_id = str(notice.notice_id)
+        if channel is NoticeChannel.EMAIL:
+            rendered = self.renderer.email(notice.kind, tenant, regulator, notice.context)
+            email = Email(
+                notice_id=notice_id,
+                sender_name=tenant.display_name,
+                sender=tenant.sender_email,
+                to=address,
+                subject=rendered.subject,
+                text=rendered.text,
+                html=rendered.html,
+                message_id=message_id(notice_id, tenant.sender_domain),
+            )
+            reference = await self._email.send(email)
+            transport = self._email.transport
+        else:
+            text = self.renderer.sms(notice.kind, tenant, regulator, notice.context)
+            reference = await self._sms.send(Sms(notice_id, tenant.sms_sender_id, address, text))
+            transport = self._sms.transport
+        return tables.Outcome(
+            "sent", channel=channel.value, transport=transport, provider_ref=reference
+        )
+
+    async def _address(self, message: NoticeSend) -> tuple[NoticeChannel, str]:
+        """The channel to use and the subject's address on it, read now."""
+        notice = message.payload
+        order = (notice.channel,) if notice.channel else FALLBACK_ORDER
+        async with self._opened().transaction() as tx:
+            for channel in order:
+                address = await contact(
+                    tx, message.tenant_id, notice.subject_ref, CONTACT_KIND[channel]
+                )
+                if address:
+                    return channel, address
+        wanted = notice.channel.value if notice.channel else "e-mail or SMS"
+        raise NoContact(f"no {wanted} contact point for the subject")

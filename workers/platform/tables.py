@@ -1,0 +1,176 @@
+"""The platform's personal data, as tenants load it, and the marks the rights leave on it.
+
+The tables here are what the data-subject rights act on (``config/datamap.toml``
+describes each one). Restrictions (POPIA s14(6); GDPR art 18) are kept beside
+the data: a restricted subject, or a restricted category of their data, is
+storage-only. The query helpers below honour that, so processing code that
+goes through them cannot use restricted data by accident.
+"""
+
+from __future__ import annotations
+
+from infra.store import Transaction
+from infra.store.migrations import Migration, Schema
+
+BASELINE = """
+CREATE TABLE IF NOT EXISTS debtors (
+    tenant_id     TEXT NOT NULL,
+    subject_ref   TEXT NOT NULL,
+    first_name    TEXT,
+    last_name     TEXT,
+    id_number     TEXT,
+    date_of_birth TEXT,
+    created_at    TEXT NOT NULL,
+    PRIMARY KEY (tenant_id, subject_ref)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS debtors_id_number ON debtors (tenant_id, id_number);
+
+CREATE TABLE IF NOT EXISTS contact_points (
+    tenant_id   TEXT NOT NULL,
+    subject_ref TEXT NOT NULL,
+    kind        TEXT NOT NULL,
+    value       TEXT NOT NULL,
+    is_primary  INTEGER NOT NULL DEFAULT 1
+);
+CREATE INDEX IF NOT EXISTS contact_points_subject ON contact_points (tenant_id, subject_ref);
+
+CREATE TABLE IF NOT EXISTS accounts (
+    account_id      TEXT NOT NULL,
+    tenant_id       TEXT NOT NULL,
+    subject_ref     TEXT NOT NULL,
+    creditor        TEXT NOT NULL,
+    reference       TEXT NOT NULL,
+    debt_type       TEXT NOT NULL DEFAULT 'ordinary',
+    balance_cents   INTEGER NOT NULL,
+    status          TEXT NOT NULL
+        CHECK (status IN ('open', 'closed', 'written_off', 'prescribed')),
+    opened_on       TEXT NOT NULL,
+    closed_on       TEXT,
+    last_payment_on TEXT,
+    PRIMARY KEY (tenant_id, account_id)
+);
+CREATE INDEX IF NOT EXISTS accounts_subject ON accounts (tenant_id, subject_ref);
+
+CREATE TABLE IF NOT EXISTS payments (
+    tenant_id      TEXT NOT NULL,
+    subject_ref    TEXT NOT NULL,
+    account_id     TEXT NOT NULL,
+    amount_cents   INTEGER NOT NULL,
+    paid_on        TEXT NOT NULL,
+    method         TEXT NOT NULL,
+    bank_reference TEXT
+);
+CREATE INDEX IF NOT EXISTS payments_subject ON payments (tenant_id, subject_ref);
+
+CREATE TABLE IF NOT EXISTS communications (
+    tenant_id   TEXT NOT NULL,
+    subject_ref TEXT NOT NULL,
+    channel     TEXT NOT NULL,
+    sent_at     TEXT NOT NULL,
+    summary     TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS communications_subject ON communications (tenant_id, subject_ref);
+
+CREATE TABLE IF NOT EXISTS notes (
+    tenant_id   TEXT NOT NULL,
+    subject_ref TEXT NOT NULL,
+    author      TEXT NOT NULL,
+    written_at  TEXT NOT NULL,
+    body        TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS notes_subject ON notes (tenant_id, subject_ref);
+
+CREATE TABLE IF NOT EXISTS restrictions (
+    tenant_id     TEXT NOT NULL,
+    subject_ref   TEXT NOT NULL,
+    scope         TEXT NOT NULL,
+    origin        TEXT NOT NULL CHECK (origin IN ('requested', 'retention')),
+    basis         TEXT NOT NULL,
+    request_id    TEXT,
+    since         TEXT NOT NULL,
+    until         TEXT,
+    lift_after    TEXT,
+    PRIMARY KEY (tenant_id, subject_ref, scope)
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS suppression_list (
+    tenant_id      TEXT NOT NULL,
+    channel        TEXT NOT NULL,
+    contact_digest TEXT NOT NULL,
+    basis          TEXT NOT NULL,
+    recorded_at    TEXT NOT NULL,
+    expires_on     TEXT NOT NULL,
+    PRIMARY KEY (tenant_id, channel, contact_digest)
+) WITHOUT ROWID;
+"""
+
+#: SQLite cannot add a primary key to a table: rebuild it, keeping each row's rowid as its id,
+#: so "the first contact point of a kind" keeps meaning the same row.
+CONTACT_POINT_IDS = """
+CREATE TABLE contact_points_v2 (
+    id          INTEGER PRIMARY KEY,
+    tenant_id   TEXT NOT NULL,
+    subject_ref TEXT NOT NULL,
+    kind        TEXT NOT NULL,
+    value       TEXT NOT NULL,
+    is_primary  INTEGER NOT NULL DEFAULT 1
+);
+INSERT INTO contact_points_v2 (id, tenant_id, subject_ref, kind, value, is_primary)
+    SELECT rowid, tenant_id, subject_ref, kind, value, is_primary FROM contact_points;
+DROP TABLE contact_points;
+ALTER TABLE contact_points_v2 RENAME TO contact_points;
+CREATE INDEX contact_points_subject ON contact_points (tenant_id, subject_ref);
+"""
+
+PLATFORM = Schema(
+    "platform",
+    (
+        Migration(1, "debtors, contacts, accounts, payments, notes, marks", {"sqlite": BASELINE}),
+        Migration(2, "contact points get an id", {"sqlite": CONTACT_POINT_IDS}),
+    ),
+)
+
+#: The scope of a restriction that covers all of a subject's data.
+ALL = "*"
+
+RESTRICTION_UPSERT = (
+    "INSERT INTO restrictions (tenant_id, subject_ref, scope, origin, basis, request_id, since,"
+    " until) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (tenant_id, subject_ref, scope)"
+    " DO UPDATE SET origin = excluded.origin, basis = excluded.basis,"
+    " request_id = excluded.request_id, until = excluded.until, lift_after = NULL"
+)
+
+
+CONTACT_LOOKUP = (
+    "SELECT value FROM contact_points WHERE tenant_id = ? AND subject_ref = ? AND kind = ?"
+    " ORDER BY is_primary DESC, id LIMIT 1"
+)
+
+
+async def restricted_scopes(tx: Transaction, tenant_id: str, subject_ref: str) -> set[str]:
+    """The restricted scopes of a subject: ``*`` for all, else table or category names."""
+    rows = await tx.fetchall(
+        "SELECT scope FROM restrictions WHERE tenant_id = ? AND subject_ref = ?",
+        (tenant_id, subject_ref),
+    )
+    return {row[0] for row in rows}
+
+
+async def usable_contact(
+    tx: Transaction, tenant_id: str, subject_ref: str, kind: str
+) -> str | None:
+    """A contact point that may be used for processing such as marketing; None if restricted.
+
+    Restricted data is storage-only (POPIA s14(6)): it is not handed out for use.
+    Notices about the subject's own request are not marketing and read the table directly.
+    """
+    scopes = await restricted_scopes(tx, tenant_id, subject_ref)
+    if scopes & {ALL, "contact_points", "contact"}:
+        return None
+    return await contact(tx, tenant_id, subject_ref, kind)
+
+
+async def contact(tx: Transaction, tenant_id: str, subject_ref: str, kind: str) -> str | None:
+    """The subject's primary contact point of a kind (``email``, ``phone``), else the first."""
+    row = await tx.fetchone(CONTACT_LOOKUP, (tenant_id, subject_ref, kind))
+    return str(row[0]) if row else None
