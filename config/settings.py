@@ -69,6 +69,14 @@ class Settings(BaseSettings):
     shutdown_drain_s: float = Field(10.0, gt=0, le=600)
 
     # Store
+    store_url: SecretStr | None = Field(
+        None,
+        description="postgresql://user@host:5432/db[?search_path=schema] for PostgreSQL; "
+        "unset: the embedded SQLite file at db_path.",
+    )
+    db_pool_size: int = Field(
+        4, ge=1, le=100, description="PostgreSQL connections per process (one per transaction)."
+    )
     db_path: Path = Path("var/privacyops.db")
     db_busy_timeout_ms: int = Field(5_000, ge=0, le=600_000)
     db_synchronous: Literal["full", "normal"] = Field(
@@ -193,6 +201,15 @@ class Settings(BaseSettings):
     def _namespace_is_a_name(cls, value: str) -> str:
         if not _NAME.match(value):
             raise ValueError("namespace must be lower-case letters, digits, '.', '-', '_'")
+        return value
+
+    @field_validator("store_url")
+    @classmethod
+    def _store_url_is_postgresql(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith(
+            ("postgresql://", "postgres://")
+        ):
+            raise ValueError("store_url must be a postgresql:// URL (SQLite uses db_path)")
         return value
 
     @field_validator("retry_delays_ms")

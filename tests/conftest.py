@@ -1,21 +1,25 @@
-"""Fixtures: the real RabbitMQ and a real SQLite file, unique names per test.
+"""Fixtures: the real RabbitMQ and a real store, unique names per test.
 
 Each test gets its own namespace (so its own exchanges and queues) and its own
-database file; the broker objects are deleted when the test ends. If RabbitMQ
-does not answer, broker tests fail with a clear message: they never skip.
-Helpers shared by the tests live in ``tests/support``.
+store: every test that takes ``settings`` runs twice, on a SQLite file and on a
+PostgreSQL schema of its own (dropped afterwards); ``PRIVACYOPS_TEST_STORES=sqlite``
+limits a local run to one. A test marked ``@pytest.mark.stores("sqlite")`` is about
+one store only. If RabbitMQ or PostgreSQL does not answer, the tests fail with a
+clear message: they never skip. Helpers shared by the tests live in ``tests/support``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import io
+import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import aio_pika
+import psycopg
 import pytest
 
 from config.settings import Settings
@@ -24,6 +28,7 @@ from infra.publisher import Publisher
 from infra.runtime.service import Service
 from infra.runtime.worker import Worker
 from messages.names import Names
+from tests.support import db
 from tests.support.helpers import AMQP_URL, ServiceFactory, delete_namespace
 from workers import registry
 from workers.consent import ConsentWorker
@@ -46,16 +51,61 @@ def amqp_url() -> str:
     return AMQP_URL
 
 
+STORES = tuple(os.environ.get("PRIVACYOPS_TEST_STORES", "sqlite,postgresql").split(","))
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Every test that takes a store runs on each store (or those its ``stores`` mark names)."""
+    if "store_kind" in metafunc.fixturenames:
+        marker = metafunc.definition.get_closest_marker("stores")
+        kinds = [k for k in (marker.args if marker else STORES) if k in STORES]
+        metafunc.parametrize("store_kind", kinds)
+
+
+@pytest.fixture(scope="session")
+def postgres_admin_url() -> str:
+    try:
+        with psycopg.connect(db.PG_ADMIN_URL, connect_timeout=5) as conn:
+            conn.execute("SELECT 1")
+    except psycopg.Error as exc:
+        pytest.fail(
+            f"PostgreSQL does not answer at {db.PG_ADMIN_URL} ({type(exc).__name__}); "
+            "scripts/test starts the machine's cluster with pg_ctlcluster",
+            pytrace=False,
+        )
+    return db.PG_ADMIN_URL
+
+
 @pytest.fixture
 def namespace() -> str:
     return f"t{uuid.uuid4().hex[:10]}"
 
 
 @pytest.fixture
-def settings(amqp_url: str, namespace: str, tmp_path: Path) -> Settings:
+def store_url(
+    store_kind: str, namespace: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[str | None]:
+    """None for SQLite; for PostgreSQL, the URL of a schema made for this test alone."""
+    if store_kind == "sqlite":
+        yield None
+        return
+    admin = request.getfixturevalue("postgres_admin_url")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {namespace}")
+    url = f"{admin}?search_path={namespace}"
+    db.register(tmp_path / "store.db", url)
+    yield url
+    db.unregister(tmp_path / "store.db")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA {namespace} CASCADE")
+
+
+@pytest.fixture
+def settings(amqp_url: str, namespace: str, tmp_path: Path, store_url: str | None) -> Settings:
     return Settings(
         amqp_url=amqp_url,
         namespace=namespace,
+        store_url=store_url,
         db_path=tmp_path / "store.db",
         retry_delays_ms=[50, 100, 200],
         batch_window_ms=5,

@@ -15,7 +15,7 @@ Every statement on these tables lives here, so the tables have one owner.
 from __future__ import annotations
 
 from infra.store.base import Transaction
-from infra.store.migrations import Migration, Schema
+from infra.store.migrations import Migration, Schema, portable
 
 BASELINE = """
 CREATE TABLE IF NOT EXISTS inbox (
@@ -71,11 +71,11 @@ CREATE INDEX IF NOT EXISTS notification_outbox_status ON notification_outbox (st
 RUNTIME = Schema(
     "runtime",
     (
-        Migration(1, "inbox, audit log and outboxes", {"sqlite": BASELINE}),
+        Migration(1, "inbox, audit log and outboxes", portable(BASELINE)),
         Migration(
             2,
             "notice outbox: why a notice could not be relayed",
-            {"sqlite": "ALTER TABLE notification_outbox ADD COLUMN reason TEXT;"},
+            portable("ALTER TABLE notification_outbox ADD COLUMN reason TEXT;"),
         ),
     ),
 )

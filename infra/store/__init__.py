@@ -23,11 +23,18 @@ from __future__ import annotations
 
 from config.settings import Settings
 from infra.store.base import Row, Store, Transaction
+from infra.store.postgres import PostgresStore
 from infra.store.sqlite import SqliteStore
 
-__all__ = ["Row", "SqliteStore", "Store", "Transaction", "open_store"]
+__all__ = ["PostgresStore", "Row", "SqliteStore", "Store", "Transaction", "open_store"]
 
 
 def open_store(settings: Settings) -> Store:
     """The store the settings name; not yet opened. The only place a store is built."""
+    if settings.store_url is not None:
+        return PostgresStore(
+            settings.store_url.get_secret_value(),
+            pool_size=settings.db_pool_size,
+            connect_timeout_s=settings.connect_timeout_s,
+        )
     return SqliteStore(settings.db_path, settings.db_busy_timeout_ms, settings.db_synchronous)

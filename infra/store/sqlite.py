@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 import sqlite3
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
@@ -27,6 +26,7 @@ from typing import Any
 import aiosqlite
 
 from infra.store.base import Row
+from infra.store.staging import Staged
 from messages.errors import StoreRejected, StoreUnavailable
 
 _RETRYABLE_CODES = ("locked", "busy", "disk i/o", "unable to open", "database is full")
@@ -42,49 +42,24 @@ def translate(exc: sqlite3.Error) -> StoreUnavailable | StoreRejected:
     return StoreRejected(f"store refused the statement: {type(exc).__name__}")
 
 
-_TARGET = re.compile(
-    r"^\s*(?:INSERT(?:\s+OR\s+\w+)?\s+INTO|REPLACE\s+INTO|UPDATE(?:\s+OR\s+\w+)?|DELETE\s+FROM)"
-    r"\s+(\w+)",
-    re.IGNORECASE,
-)
-
-
-def _target(sql: str) -> str:
-    """The table a write statement changes; unknown shapes share one ordered group."""
-    match = _TARGET.match(sql)
-    return match.group(1).lower() if match else "*"
-
-
 class SqliteTransaction:
     """One open transaction: staged writes plus reads that see them."""
 
     def __init__(self, conn: aiosqlite.Connection) -> None:
         self._conn = conn
-        self._staged: dict[str, list[tuple[str, list[Row]]]] = {}
+        self._staged = Staged()
 
     def stage(self, sql: str, params: Row) -> None:
-        """Queue a write.
-
-        Writes to one table run in the order they were staged; runs of the same
-        statement on a table go in one ``executemany``. Writes to different tables may
-        run in any order, so a statement must not read another table that the same
-        transaction writes (none here does: no INSERT ... SELECT, no triggers).
-        """
-        runs = self._staged.setdefault(_target(sql), [])
-        if runs and runs[-1][0] == sql:
-            runs[-1][1].append(params)
-        else:
-            runs.append((sql, [params]))
+        """Queue a write (``infra/store/staging.py`` says in what order it runs)."""
+        self._staged.add(sql, params)
 
     def stage_all(self, writes: Iterable[tuple[str, Row]]) -> None:
         for sql, params in writes:
             self.stage(sql, params)
 
     async def flush(self) -> None:
-        staged, self._staged = self._staged, {}
-        for runs in staged.values():
-            for sql, rows in runs:
-                await self._guard(self._conn.executemany(sql, rows))
+        for sql, rows in self._staged.take():
+            await self._guard(self._conn.executemany(sql, rows))
 
     async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         await self.flush()

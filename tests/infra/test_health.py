@@ -21,7 +21,7 @@ from infra.publisher import Publisher
 from infra.runtime.service import Service
 from messages.names import Names
 from messages.registry import encode
-from tests.support.helpers import consent_changed, delete_namespace, wait_until
+from tests.support.helpers import consent_changed, delete_namespace, store_env, wait_until
 from workers import registry
 from workers.consent import ConsentWorker
 
@@ -182,7 +182,7 @@ async def test_healthz_fails_while_the_broker_is_stopped(
         **os.environ,
         "PRIVACYOPS_AMQP_URL": settings.amqp_url.get_secret_value(),
         "PRIVACYOPS_NAMESPACE": settings.namespace,
-        "PRIVACYOPS_DB_PATH": str(settings.db_path),
+        **store_env(settings),
         "PRIVACYOPS_METRICS_PORT": str(port),
         "PRIVACYOPS_METRICS_HOST": "127.0.0.1",
         "PRIVACYOPS_LOG_FORMAT": "json",

@@ -107,6 +107,14 @@ def log_lines(stream: io.StringIO) -> list[dict[str, Any]]:
     return [json.loads(line) for line in stream.getvalue().splitlines() if line.strip()]
 
 
+def store_env(settings: Settings) -> dict[str, str]:
+    """The environment a ``privacyops`` subprocess needs to use the test's store."""
+    env = {"PRIVACYOPS_DB_PATH": str(settings.db_path)}
+    if settings.store_url is not None:
+        env["PRIVACYOPS_STORE_URL"] = settings.store_url.get_secret_value()
+    return env
+
+
 def run_cli(
     settings: Settings, *args: str, stdin: str | None = None
 ) -> subprocess.CompletedProcess[str]:
@@ -114,7 +122,7 @@ def run_cli(
         **os.environ,
         "PRIVACYOPS_AMQP_URL": settings.amqp_url.get_secret_value(),
         "PRIVACYOPS_NAMESPACE": settings.namespace,
-        "PRIVACYOPS_DB_PATH": str(settings.db_path),
+        **store_env(settings),
         "PRIVACYOPS_RETRY_DELAYS_MS": json.dumps(settings.retry_delays_ms),
         "PRIVACYOPS_LOG_FORMAT": "json",
         "PRIVACYOPS_WORKERS": '["consent"]',

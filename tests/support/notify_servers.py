@@ -7,7 +7,6 @@ import asyncio
 import datetime as dt
 import ipaddress
 import socket
-import sqlite3
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from cryptography.x509.oid import NameOID
 
 from config.settings import Settings
 from infra.runtime.worker import Effects, commit_effects
+from tests.support.db import connect
 from tests.support.helpers import migrated_store
 
 
@@ -173,8 +173,7 @@ async def seed(
 
 
 def delivery(settings: Settings, notice_id: str) -> dict[str, Any] | None:
-    with sqlite3.connect(settings.db_path) as conn:
-        conn.row_factory = sqlite3.Row
+    with connect(settings.db_path, dict_rows=True) as conn:
         row = conn.execute(
             "SELECT o.status AS outbox_status, d.* FROM notification_outbox o"
             " LEFT JOIN notice_deliveries d ON d.notice_id = o.notice_id WHERE o.notice_id = ?",

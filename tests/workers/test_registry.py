@@ -8,7 +8,6 @@ has no handler for is dead-lettered as ``unknown_type``.
 
 from __future__ import annotations
 
-import sqlite3
 from datetime import UTC, datetime
 from typing import ClassVar
 
@@ -18,10 +17,11 @@ from config.settings import Settings
 from infra.headers import H_ERROR_TYPE
 from infra.publisher import Publisher
 from infra.runtime.worker import Effects, Worker, handles
-from infra.store.migrations import Migration, Schema
+from infra.store.migrations import Migration, Schema, portable
 from messages.consent import ConsentChanged
 from messages.dsr import DsrVerified, DsrVerifiedPayload
 from messages.registry import encode
+from tests.support.db import connect
 from tests.support.helpers import (
     ServiceFactory,
     consent_changed,
@@ -46,7 +46,7 @@ class TallyWorker(Worker):
     """Counts consent changes per subject (a worker as small as they come)."""
 
     name: ClassVar[str] = "tally"
-    schema = Schema("tally", (Migration(1, "tallies", {"sqlite": TALLIES}),))
+    schema = Schema("tally", (Migration(1, "tallies", portable(TALLIES)),))
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -55,7 +55,7 @@ class TallyWorker(Worker):
     async def changed(self, message: ConsentChanged, effects: Effects) -> None:
         effects.write(
             "INSERT INTO tallies (tenant_id, subject_ref, changes) VALUES (?, ?, 1)"
-            " ON CONFLICT (tenant_id, subject_ref) DO UPDATE SET changes = changes + 1",
+            " ON CONFLICT (tenant_id, subject_ref) DO UPDATE SET changes = tallies.changes + 1",
             (message.tenant_id, message.payload.subject_ref),
         )
         effects.audit("tallied", message.payload.subject_ref)
@@ -83,14 +83,14 @@ async def test_a_worker_defined_here_runs_beside_a_registered_one(
         await publisher.publish(consent_changed(subject))
 
     def tallies() -> list[tuple[str, int]]:
-        with sqlite3.connect(settings.db_path) as conn:
+        with connect(settings.db_path) as conn:
             return conn.execute("SELECT subject_ref, changes FROM tallies ORDER BY 1").fetchall()
 
     async def counted() -> bool:
         return tallies() == [("debtor-1", 2), ("debtor-2", 1)]
 
     await wait_until(counted)
-    with sqlite3.connect(settings.db_path) as conn:
+    with connect(settings.db_path) as conn:
         assert conn.execute("SELECT count(*) FROM consent_state").fetchone() == (2,)
 
     # A type the worker has no handler for, routed to its queue, is refused by name.

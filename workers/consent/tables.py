@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from infra.store import Store, Transaction
-from infra.store.migrations import Migration, Schema
+from infra.store.migrations import Migration, Schema, portable
 from messages.consent import Channel, ConsentStatus
 from workers.consent.rules import Current
 from workers.platform.tables import ALL, restricted_scopes
@@ -48,7 +48,7 @@ CREATE INDEX IF NOT EXISTS consent_history_subject
     ON consent_history (tenant_id, subject_ref, channel);
 """
 
-CONSENT = Schema("consent", (Migration(1, "consent state and history", {"sqlite": BASELINE}),))
+CONSENT = Schema("consent", (Migration(1, "consent state and history", portable(BASELINE)),))
 
 HISTORY_INSERT = (
     "INSERT INTO consent_history (tenant_id, subject_ref, channel, purpose, status, source,"

@@ -44,7 +44,8 @@ def register(sub: SubParsers) -> None:
 
 LIST_SQL = (
     "SELECT tenant_id, request_id, kind, status, received_at, due_on, extended, deadline_flag"
-    " FROM dsr_requests WHERE (? IS NULL OR tenant_id = ?) ORDER BY due_on, request_id"
+    " FROM dsr_requests WHERE (CAST(? AS TEXT) IS NULL OR tenant_id = ?)"
+    " ORDER BY due_on, request_id"
 )
 FIELDS = [
     "tenant_id",
@@ -90,7 +91,7 @@ def _show(args: argparse.Namespace, app: App) -> int:
             row = await tx.fetchone(
                 "SELECT tenant_id, request_id, kind, regime, subject_ref, status, received_at,"
                 " due_on, extended, outcome FROM dsr_requests WHERE request_id = ?"
-                " AND (? IS NULL OR tenant_id = ?)",
+                " AND (CAST(? AS TEXT) IS NULL OR tenant_id = ?)",
                 (args.request_id, args.tenant, args.tenant),
             )
             if row is None:

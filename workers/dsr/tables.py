@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-from infra.store.migrations import Migration, Schema
+from infra.store.migrations import Migration, Schema, portable
 
 BASELINE = """
 CREATE TABLE IF NOT EXISTS dsr_requests (
@@ -92,7 +92,7 @@ CREATE TABLE IF NOT EXISTS deferred_erasures (
 ) WITHOUT ROWID;
 """
 
-DSR = Schema("dsr", (Migration(1, "requests, notes, packages, flags", {"sqlite": BASELINE}),))
+DSR = Schema("dsr", (Migration(1, "requests, notes, packages, flags", portable(BASELINE)),))
 
 REQUEST_INSERT = (
     "INSERT INTO dsr_requests (tenant_id, request_id, kind, regime, subject_ref, status,"

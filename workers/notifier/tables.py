@@ -26,7 +26,7 @@ from typing import Any
 from infra.runtime.tables import notice_queued, set_notice_status
 from infra.runtime.worker import Effects
 from infra.store import Store, Transaction
-from infra.store.migrations import Migration, Schema
+from infra.store.migrations import Migration, Schema, portable
 
 BASELINE = """
 CREATE TABLE IF NOT EXISTS notice_deliveries (
@@ -46,7 +46,7 @@ CREATE TABLE IF NOT EXISTS notice_deliveries (
 """
 
 
-NOTIFIER = Schema("notifier", (Migration(1, "notice deliveries", {"sqlite": BASELINE}),))
+NOTIFIER = Schema("notifier", (Migration(1, "notice deliveries", portable(BASELINE)),))
 
 
 class Claim(StrEnum):
@@ -59,7 +59,7 @@ class Claim(StrEnum):
 CLAIM_UPSERT = (
     "INSERT INTO notice_deliveries (notice_id, tenant_id, status, attempts, lease_until,"
     " updated_at) VALUES (?, ?, 'sending', 1, ?, ?) ON CONFLICT (notice_id) DO UPDATE SET"
-    " status = 'sending', attempts = attempts + 1, lease_until = excluded.lease_until,"
+    " status = 'sending', attempts = notice_deliveries.attempts + 1, lease_until = excluded.lease_until,"
     " reason = NULL, detail = NULL, updated_at = excluded.updated_at"
 )
 MARK = (

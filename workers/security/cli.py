@@ -43,7 +43,7 @@ LIST_SQL = (
     " i.subject_count, i.opened_at, i.compromise, r.due_at, r.sent_at"
     " FROM security_incidents i LEFT JOIN security_reports r"
     " ON r.tenant_id = i.tenant_id AND r.incident_id = i.incident_id"
-    " WHERE (? IS NULL OR i.tenant_id = ?) AND (? = 0 OR i.status != 'closed')"
+    " WHERE (CAST(? AS TEXT) IS NULL OR i.tenant_id = ?) AND (? = 0 OR i.status != 'closed')"
     " ORDER BY i.opened_at, i.incident_id"
 )
 LIST_FIELDS = [

@@ -18,7 +18,7 @@ from functools import lru_cache
 from typing import Any
 
 from infra.store import Row, Transaction
-from infra.store.migrations import Migration, Schema
+from infra.store.migrations import Migration, Schema, portable
 from messages.security import (
     AlertCategory,
     AlertSource,
@@ -135,11 +135,7 @@ CREATE INDEX IF NOT EXISTS security_reports_unsent ON security_reports (due_at)
 
 SECURITY = Schema(
     "security",
-    (
-        Migration(
-            1, "incidents, alerts, timeline, subjects, accounts, reports", {"sqlite": BASELINE}
-        ),
-    ),
+    (Migration(1, "incidents, alerts, timeline, subjects, accounts, reports", portable(BASELINE)),),
 )
 
 #: POPIA s22(4): in writing, by at least one of post, e-mail, website or news media.
@@ -174,9 +170,10 @@ TIMELINE_INSERT = (
 SUBJECT_UPSERT = (
     "INSERT INTO security_incident_subjects (tenant_id, incident_id, subject_ref, added_at,"
     " phase_told, told_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (tenant_id, incident_id,"
-    " subject_ref) DO UPDATE SET phase_told = CASE WHEN excluded.phase_told > phase_told"
-    " THEN excluded.phase_told ELSE phase_told END,"
-    " told_at = coalesce(excluded.told_at, told_at)"
+    " subject_ref) DO UPDATE SET phase_told = CASE WHEN excluded.phase_told >"
+    " security_incident_subjects.phase_told THEN excluded.phase_told"
+    " ELSE security_incident_subjects.phase_told END,"
+    " told_at = coalesce(excluded.told_at, security_incident_subjects.told_at)"
 )
 ACCOUNT_INSERT = (
     "INSERT INTO security_incident_accounts (tenant_id, incident_id, account_id,"
@@ -372,7 +369,7 @@ async def find_incident(
 ) -> Incident | None:
     row = await tx.fetchone(
         f"SELECT {INCIDENT_COLUMNS} FROM security_incidents WHERE incident_id = ?"
-        " AND (? IS NULL OR tenant_id = ?)",
+        " AND (CAST(? AS TEXT) IS NULL OR tenant_id = ?)",
         (incident_id, tenant_id, tenant_id),
     )
     return incident_from(row) if row else None

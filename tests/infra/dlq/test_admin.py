@@ -7,7 +7,6 @@ import base64
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 from collections import Counter
@@ -28,6 +27,7 @@ from messages.envelope import Envelope
 from messages.errors import ProviderUnavailable
 from messages.names import Names
 from messages.registry import encode
+from tests.support.db import connect
 from tests.support.helpers import (
     ServiceFactory,
     consent_changed,
@@ -35,6 +35,7 @@ from tests.support.helpers import (
     drain_queue,
     migrated_store,
     queue_depth,
+    store_env,
     wait_until,
 )
 
@@ -67,7 +68,7 @@ def cli_env(settings: Settings) -> dict[str, str]:
         **os.environ,
         "PRIVACYOPS_AMQP_URL": settings.amqp_url.get_secret_value(),
         "PRIVACYOPS_NAMESPACE": settings.namespace,
-        "PRIVACYOPS_DB_PATH": str(settings.db_path),
+        **store_env(settings),
         "PRIVACYOPS_LOG_FORMAT": "json",
         "PRIVACYOPS_OPERATOR": OPERATOR,
     }
@@ -97,7 +98,7 @@ async def listed(settings: Settings, *filters: str) -> list[dict[str, Any]]:
 
 
 def rows(db: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    with sqlite3.connect(db) as conn:
+    with connect(db) as conn:
         return conn.execute(sql, params).fetchall()
 
 

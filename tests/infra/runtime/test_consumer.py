@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections import Counter
 from typing import Any, ClassVar
 
@@ -26,6 +25,7 @@ from infra.runtime.worker import Effects, Worker, handles
 from messages.consent import ConsentChanged
 from messages.errors import ProviderUnavailable
 from messages.registry import MESSAGE_TYPES, encode
+from tests.support.db import connect
 from tests.support.helpers import (
     ServiceFactory,
     consent_changed,
@@ -62,7 +62,7 @@ class FlakyWorker(Worker):
 
 
 def count(db: Any, sql: str) -> int:
-    with sqlite3.connect(db) as conn:
+    with connect(db) as conn:
         return int(conn.execute(sql).fetchone()[0])
 
 
@@ -140,14 +140,11 @@ async def test_retryable_error_twice_then_success(
     await publisher.publish(message)
 
     async def applied() -> bool:
-        return (
-            settings.db_path.exists()
-            and count(settings.db_path, "SELECT count(*) FROM audit_log") == 1
-        )
+        return count(settings.db_path, "SELECT count(*) FROM audit_log") == 1
 
     await wait_until(applied)
     assert worker.calls[str(message.message_id)] == 3
-    with sqlite3.connect(settings.db_path) as conn:
+    with connect(settings.db_path) as conn:
         assert conn.execute("SELECT action, attempt FROM audit_log").fetchall() == [
             ("flaky_applied", 3)
         ]
@@ -222,7 +219,7 @@ async def test_planted_personal_data_never_reaches_logs_or_headers(
     assert dead.headers[H_ERROR_TYPE] == "invalid"
     assert_no_personal_data(headers_text([dead]), log_output.getvalue())
     # the evidence itself is kept in the store, where it belongs
-    with sqlite3.connect(settings.db_path) as conn:
+    with connect(settings.db_path) as conn:
         [(evidence,)] = conn.execute("SELECT evidence FROM consent_history").fetchall()
     assert SA_ID in evidence
 
@@ -247,7 +244,7 @@ async def test_forged_or_missing_signature_is_dead_lettered(
         return count(settings.db_path, "SELECT count(*) FROM consent_state") == 1
 
     await wait_until(applied)
-    with sqlite3.connect(settings.db_path) as conn:
+    with connect(settings.db_path) as conn:
         assert conn.execute("SELECT subject_ref FROM consent_state").fetchall() == [
             ("debtor-signed",)
         ]

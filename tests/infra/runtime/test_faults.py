@@ -15,7 +15,6 @@ import json
 import os
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 from collections import Counter
@@ -30,11 +29,13 @@ from config.settings import Settings
 from infra.publisher import Publisher
 from messages.consent import ConsentChanged
 from messages.names import Names
+from tests.support.db import connect
 from tests.support.helpers import (
     ServiceFactory,
     consent_changed,
     delete_namespace,
     log_lines,
+    store_env,
     wait_until,
 )
 
@@ -49,12 +50,12 @@ EXIT_SLACK_S = 5.0
 
 def count(db: Path, sql: str) -> int:
     """One scalar from the worker's database, through a connection of our own."""
-    with contextlib.closing(sqlite3.connect(db, timeout=10)) as conn:
+    with connect(db, timeout=10) as conn:
         return int(conn.execute(sql).fetchone()[0])
 
 
 def column(db: Path, sql: str) -> list[Any]:
-    with contextlib.closing(sqlite3.connect(db, timeout=10)) as conn:
+    with connect(db, timeout=10) as conn:
         return [row[0] for row in conn.execute(sql)]
 
 
@@ -154,7 +155,7 @@ def worker_env(settings: Settings) -> dict[str, str]:
         **os.environ,
         "PRIVACYOPS_AMQP_URL": settings.amqp_url.get_secret_value(),
         "PRIVACYOPS_NAMESPACE": settings.namespace,
-        "PRIVACYOPS_DB_PATH": str(settings.db_path),
+        **store_env(settings),
         "PRIVACYOPS_RETRY_DELAYS_MS": json.dumps(settings.retry_delays_ms),
         "PRIVACYOPS_BATCH_WINDOW_MS": str(settings.batch_window_ms),
         "PRIVACYOPS_SHUTDOWN_DRAIN_S": str(settings.shutdown_drain_s),

@@ -20,6 +20,7 @@ from infra.runtime.session import all_schemas
 from infra.store import migrations, open_store
 from infra.store.migrations import Migration, Schema
 from messages.errors import StoreOutOfDate
+from tests.support.db import sql
 from tests.support.helpers import BIN, ServiceFactory, consent_changed, run_cli, wait_until
 from workers import registry
 from workers.consent import ConsentWorker
@@ -47,6 +48,7 @@ def test_migrations_are_numbered_from_one() -> None:
         migrations.unique([first, Schema("x", ())])
 
 
+@pytest.mark.stores("sqlite")  # the old store was a SQLite file: there is no older PostgreSQL
 async def test_a_store_from_before_versions_is_refused_then_migrated_and_used(
     legacy: Path, settings: Settings, start_service: ServiceFactory, publisher: Publisher
 ) -> None:
@@ -97,6 +99,7 @@ async def test_a_store_from_before_versions_is_refused_then_migrated_and_used(
     ]
 
 
+@pytest.mark.stores("sqlite")
 def test_run_refuses_a_store_behind_the_code_and_db_migrate_fixes_it(
     legacy: Path, settings: Settings
 ) -> None:
@@ -145,4 +148,4 @@ async def test_two_processes_migrating_at_once_apply_each_step_once(settings: Se
             await store.close()
     total = sum(len(s.migrations) for s in components)
     assert sum(len(applied) for applied in done) == total
-    assert rows(settings.db_path, "SELECT count(*) FROM schema_migrations") == [(total,)]
+    assert sql(settings.db_path, "SELECT count(*) FROM schema_migrations") == [(total,)]

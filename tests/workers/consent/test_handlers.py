@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import random
-import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -12,6 +11,7 @@ from config.settings import Settings
 from infra.publisher import Publisher
 from infra.runtime.service import Service
 from messages.registry import decode
+from tests.support.db import connect
 from tests.support.helpers import ServiceFactory, consent_changed, drain_queue, wait_until
 from workers.consent import is_contactable
 
@@ -19,7 +19,7 @@ T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 
 
 def rows(db: Path, sql: str, *params: object) -> list[tuple[object, ...]]:
-    with sqlite3.connect(db) as conn:
+    with connect(db) as conn:
         return conn.execute(sql, params).fetchall()
 
 
@@ -29,7 +29,7 @@ def count(db: Path, table: str) -> int:
 
 async def until_inbox(settings: Settings, n: int) -> None:
     async def done() -> bool:
-        return settings.db_path.exists() and count(settings.db_path, "inbox") >= n
+        return count(settings.db_path, "inbox") >= n
 
     await wait_until(done)
 

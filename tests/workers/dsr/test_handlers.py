@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import sqlite3
 import zipfile
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -28,6 +27,7 @@ from messages.dsr import (
     SubjectIdentifiers,
 )
 from messages.registry import decode
+from tests.support.db import connect
 from tests.support.helpers import (
     ServiceFactory,
     drain_queue,
@@ -50,7 +50,7 @@ NOW = datetime.now(UTC)
 
 
 def sql(db: Path, query: str, *params: object) -> list[tuple[Any, ...]]:
-    with sqlite3.connect(db) as conn:
+    with connect(db) as conn:
         return conn.execute(query, params).fetchall()
 
 
@@ -82,7 +82,7 @@ def plant(
     id_number: str = SA_ID,
 ) -> None:
     """One debtor with a row in every table of the data map."""
-    with sqlite3.connect(db) as conn:
+    with connect(db) as conn:
         conn.execute(
             "INSERT INTO debtors VALUES (?, ?, 'Thandi', 'Nkosi', ?, '1985-01-01', ?)",
             (tenant, subject, id_number, NOW.isoformat()),
@@ -201,9 +201,22 @@ async def answered(
     return str(sql(db, "SELECT status FROM dsr_requests WHERE request_id = ?", request_id)[0][0])
 
 
+#: The order a request's notices are queued in; notices queued by one message share a time.
+LIFECYCLE = (
+    "dsr_received",
+    "dsr_verification_needed",
+    "dsr_extended",
+    "dsr_package_ready",
+    "restriction_lifting",
+    "dsr_completed",
+    "dsr_refused",
+)
+
+
 def notices(db: Path, request_id: str) -> list[tuple[str, dict[str, Any]]]:
-    rows = sql(db, "SELECT kind, context FROM notification_outbox ORDER BY created_at, rowid")
-    found = [(kind, json.loads(ctx)) for kind, ctx in rows]
+    rows = sql(db, "SELECT created_at, kind, context FROM notification_outbox")
+    rows.sort(key=lambda r: (r[0], LIFECYCLE.index(r[1]) if r[1] in LIFECYCLE else 99))
+    found = [(kind, json.loads(ctx)) for _, kind, ctx in rows]
     return [(kind, ctx) for kind, ctx in found if ctx.get("request_id") == request_id]
 
 

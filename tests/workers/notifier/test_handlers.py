@@ -6,7 +6,6 @@ import asyncio
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import uuid
@@ -22,12 +21,14 @@ from infra.runtime.service import Service
 from messages.names import Names
 from messages.notices import NoticeSend, NoticeSendPayload
 from messages.registry import encode
+from tests.support.db import connect
 from tests.support.helpers import (
     ServiceFactory,
     delete_namespace,
     drain_queue,
     log_lines,
     queue_depth,
+    store_env,
     wait_until,
 )
 from tests.support.notify_servers import (
@@ -189,7 +190,7 @@ async def test_a_notice_delivered_twice_is_sent_once(
             )
 
         async def both_absorbed() -> bool:
-            with sqlite3.connect(settings.db_path) as conn:
+            with connect(settings.db_path) as conn:
                 inbox = conn.execute("SELECT count(*) FROM inbox WHERE worker = 'notifier'")
                 skipped = conn.execute(
                     "SELECT count(*) FROM audit_log WHERE action = 'notice_already_sent'"
@@ -339,7 +340,7 @@ async def test_notices_list_cli(start_service: ServiceFactory, settings: Setting
     notice_id = await seed(settings, "acme", "debtor-10", "dsr_refused", "sms", REFUSED)
     await run_notifier(start_service, settings, outbox_poll_s=0.05)
     await status_is(settings, notice_id, "failed")
-    env = {**os.environ, "PRIVACYOPS_DB_PATH": str(settings.db_path)}
+    env = {**os.environ, **store_env(settings)}
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -370,7 +371,7 @@ async def test_crash_between_send_and_ack_loses_nothing(settings: Settings, tmp_
         **os.environ,
         "PRIVACYOPS_AMQP_URL": settings.amqp_url.get_secret_value(),
         "PRIVACYOPS_NAMESPACE": settings.namespace,
-        "PRIVACYOPS_DB_PATH": str(settings.db_path),
+        **store_env(settings),
         "PRIVACYOPS_WORKERS": '["notifier"]',
         "PRIVACYOPS_NOTIFY_EMAIL_TRANSPORT": "smtp",
         "PRIVACYOPS_SMTP_PORT": str(port),
@@ -423,7 +424,7 @@ async def test_consent_change_reaches_the_subject_through_the_outbox(
     from workers.consent import ConsentWorker
 
     await seed(settings, "acme", "debtor-12", "consent_confirmation", "email", CONSENT)
-    with sqlite3.connect(settings.db_path) as conn:
+    with connect(settings.db_path) as conn:
         conn.execute("DELETE FROM notification_outbox")
         conn.execute(
             "INSERT INTO contact_points (tenant_id, subject_ref, kind, value)"
@@ -437,7 +438,7 @@ async def test_consent_change_reaches_the_subject_through_the_outbox(
     await publisher.publish(consent_changed("debtor-12", status="withdrawn"))
 
     async def sent() -> bool:
-        with sqlite3.connect(settings.db_path) as conn:
+        with connect(settings.db_path) as conn:
             rows = conn.execute("SELECT status FROM notification_outbox").fetchall()
         return rows == [("sent",)]
 

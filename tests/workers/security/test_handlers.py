@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,6 +18,7 @@ from infra.runtime.service import Service
 from messages.errors import RuleViolation
 from messages.registry import encode
 from messages.security import IncidentStatus, SecurityAlert, SecurityAlertPayload
+from tests.support.db import connect
 from tests.support.helpers import (
     ServiceFactory,
     drain_queue,
@@ -36,7 +36,7 @@ S22_5 = ("consequences", "measures", "subject_actions", "unauthorised_party")
 
 
 def sql(path: Path, query: str, *params: object) -> list[tuple[Any, ...]]:
-    with sqlite3.connect(path) as conn:
+    with connect(path) as conn:
         return conn.execute(query, params).fetchall()
 
 
@@ -83,7 +83,7 @@ def notices(path: Path, kind: str | None = None) -> list[tuple[str, str, str, di
     rows = sql(
         path,
         "SELECT tenant_id, subject_ref, kind, context FROM notification_outbox"
-        " WHERE (? IS NULL OR kind = ?) ORDER BY rowid",
+        " WHERE (CAST(? AS TEXT) IS NULL OR kind = ?) ORDER BY created_at, subject_ref",
         kind,
         kind,
     )

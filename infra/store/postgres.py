@@ -1,0 +1,205 @@
+"""The PostgreSQL store (asyncpg): for several worker processes on several machines.
+
+Chosen with ``PRIVACYOPS_STORE_URL=postgresql://user@host:5432/db`` (credentials in
+the URL or the usual ``PG*`` environment; a ``?search_path=name`` query parameter
+picks a schema). A pool of connections; every transaction takes one connection
+for its length, so the runtime's batches, the outbox relays and the sweeps of one
+process run side by side, and several processes share the database.
+
+The SQL the runtime and the workers write is the portable subset described in
+``infra/store/__init__.py``; the only translation here is the parameter style:
+``?`` placeholders become ``$1, $2...``, once per distinct statement. Staged
+writes go as one ``executemany`` per run of the same statement, pipelined by
+asyncpg.
+
+asyncpg errors stop here: a lost or refused connection, a deadlock, a
+serialisation failure or a lock timeout become ``StoreUnavailable`` (retryable),
+a constraint violation or any other refusal ``StoreRejected``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from functools import lru_cache
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+
+from infra.store.base import Row
+from infra.store.staging import Staged
+from messages.errors import StoreRejected, StoreUnavailable
+
+_RETRYABLE = (
+    asyncpg.exceptions.SerializationError,
+    asyncpg.exceptions.DeadlockDetectedError,
+    asyncpg.exceptions.LockNotAvailableError,
+    asyncpg.exceptions.TooManyConnectionsError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
+    asyncpg.exceptions.ConnectionFailureError,
+    asyncpg.exceptions.QueryCanceledError,
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions.InterfaceError,
+)
+_CONNECTION = (OSError, TimeoutError, ConnectionError)
+
+
+def translate(exc: BaseException) -> StoreUnavailable | StoreRejected:
+    """Map an asyncpg (or socket) error to the project's hierarchy; the text names no values."""
+    if isinstance(exc, (*_RETRYABLE, *_CONNECTION)):
+        return StoreUnavailable(f"store unavailable: {type(exc).__name__}")
+    if isinstance(exc, asyncpg.exceptions.IntegrityConstraintViolationError):
+        return StoreRejected(f"constraint violated: {type(exc).__name__}")
+    return StoreRejected(f"store refused the statement: {type(exc).__name__}")
+
+
+@lru_cache(maxsize=4_096)
+def numbered(sql: str) -> str:
+    """``?`` placeholders as ``$1, $2...``; a ``?`` inside a quoted literal stays."""
+    out, n, quote = [], 0, ""
+    for char in sql:
+        if quote:
+            quote = "" if char == quote else quote
+        elif char in ("'", '"'):
+            quote = char
+        elif char == "?":
+            n += 1
+            out.append(f"${n}")
+            continue
+        out.append(char)
+    return "".join(out)
+
+
+def _rowcount(status: str) -> int:
+    """The row count in a command tag such as ``UPDATE 3`` or ``INSERT 0 1``."""
+    last = status.rsplit(" ", 1)[-1]
+    return int(last) if last.isdigit() else 0
+
+
+class PostgresTransaction:
+    """One open transaction on one pooled connection: staged writes, reads that see them."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self._conn = conn
+        self._staged = Staged()
+
+    def stage(self, sql: str, params: Row) -> None:
+        """Queue a write (``infra/store/staging.py`` says in what order it runs)."""
+        self._staged.add(sql, params)
+
+    def stage_all(self, writes: Iterable[tuple[str, Row]]) -> None:
+        for sql, params in writes:
+            self.stage(sql, params)
+
+    async def flush(self) -> None:
+        for sql, rows in self._staged.take():
+            await _guard(self._conn.executemany(numbered(sql), rows))
+
+    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        await self.flush()
+        records = await _guard(self._conn.fetch(numbered(sql), *params))
+        return [tuple(record) for record in records]
+
+    async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
+        rows = await self.fetchall(sql, params)
+        return rows[0] if rows else None
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        await self.flush()
+        status = await _guard(self._conn.execute(numbered(sql), *params))
+        return _rowcount(str(status))
+
+    async def execute_script(self, script: str) -> None:
+        """Several statements, no parameters: PostgreSQL runs them in this transaction."""
+        await self.flush()
+        await _guard(self._conn.execute(script))
+
+
+async def _guard(awaitable: Any) -> Any:
+    try:
+        return await awaitable
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, *_CONNECTION) as exc:
+        raise translate(exc) from exc
+
+
+class PostgresStore:
+    """A PostgreSQL database (or one schema of it) holding privacyops' tables."""
+
+    dialect = "postgresql"
+
+    def __init__(self, url: str, *, pool_size: int = 4, connect_timeout_s: float = 10.0) -> None:
+        self._url = url
+        self._pool_size = pool_size
+        self._timeout = connect_timeout_s
+        self._pool: asyncpg.Pool | None = None
+
+    def describe(self) -> str:
+        """The URL without its password."""
+        parts = urlsplit(self._url)
+        host = parts.hostname or ""
+        if parts.port:
+            host += f":{parts.port}"
+        user = f"{parts.username}@" if parts.username else ""
+        return urlunsplit((parts.scheme, user + host, parts.path, parts.query, ""))
+
+    async def open(self) -> None:
+        try:
+            self._pool = await asyncpg.create_pool(
+                self._url,
+                min_size=1,
+                max_size=self._pool_size,
+                timeout=self._timeout,
+                command_timeout=None,
+            )
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, *_CONNECTION) as exc:
+            raise translate(exc) from exc
+
+    async def close(self) -> None:
+        """Close the pool; connections still busy past the connect timeout are dropped."""
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            try:
+                await asyncio.wait_for(pool.close(), self._timeout)
+            except TimeoutError:
+                pool.terminate()
+
+    async def ping(self) -> bool:
+        try:
+            async with self.transaction() as tx:
+                await tx.fetchone("SELECT 1")
+        except StoreUnavailable:
+            return False
+        return True
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[PostgresTransaction]:
+        """BEGIN ... COMMIT on a pooled connection; rolled back if the block raises."""
+        if self._pool is None:
+            raise StoreUnavailable("store is not open")
+        try:
+            conn = await self._pool.acquire(timeout=self._timeout)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, *_CONNECTION) as exc:
+            raise translate(exc) from exc
+        try:
+            tx = PostgresTransaction(conn)
+            transaction = conn.transaction()
+            await _guard(transaction.start())
+            try:
+                yield tx
+                await tx.flush()
+                await _guard(transaction.commit())
+            except BaseException:
+                with contextlib.suppress(*_ROLLBACK_ERRORS):
+                    await transaction.rollback()
+                raise
+        finally:
+            with contextlib.suppress(*_ROLLBACK_ERRORS):
+                await self._pool.release(conn)
+
+
+_ROLLBACK_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, *_CONNECTION)
