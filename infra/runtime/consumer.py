@@ -381,6 +381,11 @@ class Consumer:
         for d in deliveries:
             assert d.message is not None
             by_tenant.setdefault(d.message.tenant_id, []).append(str(d.message.message_id))
+        # A message delivered again while another process still applies it waits here
+        # for that commit, then finds its inbox row (several processes on one store).
+        await tx.lock(
+            *(f"inbox:{self.worker.name}:{t}:{i}" for t, ids in by_tenant.items() for i in ids)
+        )
         for tenant, ids in by_tenant.items():
             marks = ", ".join("?" for _ in ids)
             rows = await tx.fetchall(f"{INBOX_SEEN}({marks})", (self.worker.name, tenant, *ids))

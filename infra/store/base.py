@@ -30,6 +30,16 @@ class Transaction(Protocol):
     async def execute_script(self, script: str) -> None:
         """Run several statements (a migration) inside this transaction."""
 
+    async def lock(self, *keys: str) -> None:
+        """Hold an exclusive lock on each key until this transaction ends.
+
+        What several processes sharing the store must not do at the same time
+        (two deliveries of one message, two alerts of one fingerprint, one consent
+        channel, one request) takes its key's lock before reading what it decides on.
+        The keys are locked in a fixed order, so two transactions never deadlock on
+        them. SQLite's ``BEGIN IMMEDIATE`` already locks the whole database: a no-op.
+        """
+
 
 class Store(Protocol):
     """A database holding the runtime's and the workers' tables."""

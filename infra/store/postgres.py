@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from functools import lru_cache
@@ -75,6 +76,11 @@ def numbered(sql: str) -> str:
     return "".join(out)
 
 
+def lock_id(key: str) -> int:
+    """A key as the signed 64-bit number PostgreSQL's advisory locks take."""
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big", signed=True)
+
+
 def _rowcount(status: str) -> int:
     """The row count in a command tag such as ``UPDATE 3`` or ``INSERT 0 1``."""
     last = status.rsplit(" ", 1)[-1]
@@ -113,6 +119,18 @@ class PostgresTransaction:
         await self.flush()
         status = await _guard(self._conn.execute(numbered(sql), *params))
         return _rowcount(str(status))
+
+    async def lock(self, *keys: str) -> None:
+        """Transaction-scoped advisory locks, taken in ascending order (no deadlock)."""
+        if not keys:
+            return
+        ids = sorted({lock_id(key) for key in keys})
+        await self.flush()
+        await _guard(
+            self._conn.execute(
+                "SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k ORDER BY k", ids
+            )
+        )
 
     async def execute_script(self, script: str) -> None:
         """Several statements, no parameters: PostgreSQL runs them in this transaction."""

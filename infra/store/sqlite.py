@@ -90,6 +90,9 @@ class SqliteTransaction:
         for statement in split_statements(script):
             await self._guard(self._conn.execute(statement))
 
+    async def lock(self, *keys: str) -> None:
+        """Nothing to do: ``BEGIN IMMEDIATE`` holds the whole database for this transaction."""
+
     @staticmethod
     async def _guard(awaitable: Any) -> Any:
         try:

@@ -68,9 +68,15 @@ Key = tuple[str, str, str]
 
 
 async def current_states(tx: Transaction, keys: Sequence[Key]) -> dict[Key, Current]:
-    """The current state of each (tenant, subject, channel), in one query per 300 keys."""
+    """The current state of each (tenant, subject, channel), in one query per 300 keys.
+
+    Each key is locked first, for the rest of the transaction: a process that applies a
+    change to the same channel meanwhile waits, so newest-wins is decided on what is
+    really current whatever the order the processes run in.
+    """
     found: dict[Key, Current] = {}
     ordered = sorted(set(keys))
+    await tx.lock(*(f"consent:{t}:{s}:{c}" for t, s, c in ordered))
     for start in range(0, len(ordered), _KEYS_PER_QUERY):
         chunk = ordered[start : start + _KEYS_PER_QUERY]
         values = ", ".join("(?, ?, ?)" for _ in chunk)

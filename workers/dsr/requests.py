@@ -104,6 +104,8 @@ class Request:
 
 
 async def load(tx: Transaction, tenant_id: str, request_id: str) -> Request | None:
+    """The request, locked for the rest of the transaction: one process works on it at a time."""
+    await tx.lock(f"dsr:request:{tenant_id}:{request_id}")
     row = await tx.fetchone(
         f"SELECT {_COLUMNS} FROM dsr_requests WHERE tenant_id = ? AND request_id = ?",
         (tenant_id, request_id),

@@ -62,6 +62,7 @@ async def run_all(worker: DsrWorker, store: Store, sink: Sink | None, now: datet
 async def sweep_deadlines(store: Store, sink: Sink | None, now: datetime) -> int:
     flagged: list[Effects] = []
     async with store.transaction() as tx:
+        await tx.lock("dsr:sweep:deadlines")  # each state flagged once, however many processes
         for tenant, rid, kind, regime, status, due, flag in await tx.fetchall(OPEN_REQUESTS):
             state = deadline_state(date.fromisoformat(due), now.date())
             if state is None or state == flag:
@@ -134,6 +135,7 @@ async def sweep_holds(
 async def sweep_lifts(store: Store, sink: Sink | None, now: datetime) -> int:
     lifted: list[Effects] = []
     async with store.transaction() as tx:
+        await tx.lock("dsr:sweep:lifts")
         for tenant, subject, scope in await tx.fetchall(DUE_LIFTS, (now.isoformat(),)):
             effects = Effects.standalone("dsr", tenant, actor="sweep:restrictions", now=now)
             effects.write(

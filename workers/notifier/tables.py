@@ -59,8 +59,9 @@ class Claim(StrEnum):
 CLAIM_UPSERT = (
     "INSERT INTO notice_deliveries (notice_id, tenant_id, status, attempts, lease_until,"
     " updated_at) VALUES (?, ?, 'sending', 1, ?, ?) ON CONFLICT (notice_id) DO UPDATE SET"
-    " status = 'sending', attempts = notice_deliveries.attempts + 1, lease_until = excluded.lease_until,"
-    " reason = NULL, detail = NULL, updated_at = excluded.updated_at"
+    " status = 'sending', attempts = notice_deliveries.attempts + 1,"
+    " lease_until = excluded.lease_until, reason = NULL, detail = NULL,"
+    " updated_at = excluded.updated_at"
 )
 MARK = (
     "UPDATE notice_deliveries SET status = ?, reason = ?, detail = ?,"
@@ -75,6 +76,7 @@ async def claim(
 ) -> Claim:
     """Take the notice for sending, unless it was sent or another copy is being sent."""
     async with store.transaction() as tx:
+        await tx.lock(f"notifier:notice:{tenant_id}:{notice_id}")  # two processes, one claim
         if not await notice_queued(tx, tenant_id, notice_id):
             return Claim.UNKNOWN
         row = await tx.fetchone(

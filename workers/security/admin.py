@@ -47,6 +47,8 @@ SET_SENT = (
 
 
 async def load(tx: Transaction, incident_id: str, tenant_id: str | None) -> Incident:
+    """The incident, locked for the rest of the transaction (one admin action at a time)."""
+    await tx.lock(f"security:incident:{incident_id}")
     incident = await tables.find_incident(tx, incident_id, tenant_id)
     if incident is None:
         raise UnknownSubject("no such incident")
@@ -180,6 +182,7 @@ async def sweep_reports(store: Store, sink: Sink | None, now: datetime, warn: ti
     """Flag unsent reports as their 72 hours run out; each state once."""
     batch: list[Effects] = []
     async with store.transaction() as tx:
+        await tx.lock("security:sweep:reports")  # each state once, however many processes
         for tenant, incident_id, due_at, stored in await tx.fetchall(
             UNSENT_DUE, (tables.iso(now + warn),)
         ):

@@ -117,6 +117,12 @@ class SecurityWorker(Worker):
             by_fp.setdefault((m.tenant_id, self.fingerprint(m)), []).append(m)
         if len(self._rows) > 50_000:
             self._rows = {}
+        # Two processes seeing alerts of one fingerprint (or one alert twice) at the same
+        # moment: the second waits for the first's commit, then joins its incident.
+        await tx.lock(
+            *(f"security:fp:{t}:{fp}" for t, fp in by_fp),
+            *(f"security:alert:{m.tenant_id}:{m.payload.alert_id}" for m in alerts),
+        )
         for row in await tables.open_incident_rows(tx, sorted(by_fp)):
             incident = self._rows.get(row) or tables.incident_from(row)
             self._rows[row] = incident
