@@ -30,6 +30,7 @@ from infra.dlq import cli as dlq_cli
 from infra.publisher import Publisher
 from infra.runtime.service import Service
 from infra.runtime.session import all_schemas
+from infra.runtime.supervisor import Supervisor
 from infra.store import migrations, open_store
 from messages.envelope import Envelope
 from messages.errors import PermanentError
@@ -43,6 +44,14 @@ def _register_core(sub: SubParsers) -> None:
     run.add_argument("--worker", action="append", dest="workers", metavar="NAME")
     run.add_argument(
         "--migrate", action="store_true", help="bring the store's schema up to date first"
+    )
+    run.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run N worker processes competing on the queues (PostgreSQL, or SQLite taking "
+        "turns); each serves its ops endpoint on metrics_port + its index",
     )
     run.set_defaults(handler=_run)
     topo = sub.add_parser("topology", help="broker topology")
@@ -71,12 +80,37 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace, app: App) -> int:
     settings = app.settings
+    if args.processes < 1:
+        raise ValueError("--processes must be at least 1")
     workers = registry.build_workers(args.workers or settings.workers, settings)
+    if args.processes > 1:
+        return _supervise(args, app)
     service = Service(
         settings, workers, schemas=app.schemas, serve_ops=True, migrate=bool(args.migrate)
     )
     asyncio.run(service.run_until_signalled())
     return EXIT_OK
+
+
+def _supervise(args: argparse.Namespace, app: App) -> int:
+    """Migrate once here, then N children each running ``run`` without ``--processes``."""
+    if args.migrate:
+        asyncio.run(_migrate(app))
+    command = [sys.executable, "-m", "workers.main", "run"]
+    for name in args.workers or ():
+        command += ["--worker", name]
+    supervisor = Supervisor(
+        command,
+        args.processes,
+        metrics_port=app.settings.metrics_port,
+        grace_s=app.settings.shutdown_drain_s * 3 + 5,
+    )
+    return asyncio.run(supervisor.run())
+
+
+async def _migrate(app: App) -> None:
+    async with app.session(migrate=True):
+        pass
 
 
 def _topology(args: argparse.Namespace, app: App) -> int:
@@ -187,3 +221,7 @@ def _db(args: argparse.Namespace, app: App) -> int:
         for s in states:
             print(f"{s.component:<12} store {s.current:>3}  code {s.target:>3}  {s.state}")
     return EXIT_OK if all(s.state == "current" for s in states) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

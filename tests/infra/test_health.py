@@ -6,7 +6,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -21,18 +20,17 @@ from infra.publisher import Publisher
 from infra.runtime.service import Service
 from messages.names import Names
 from messages.registry import encode
-from tests.support.helpers import consent_changed, delete_namespace, store_env, wait_until
+from tests.support.helpers import (
+    consent_changed,
+    delete_namespace,
+    free_port,
+    store_env,
+    wait_until,
+)
 from workers import registry
 from workers.consent import ConsentWorker
 
 BIN = Path(sys.executable).parent / "privacyops"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 async def get(port: int, path: str) -> tuple[int, str]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import ipaddress
-import socket
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,13 +24,7 @@ from cryptography.x509.oid import NameOID
 from config.settings import Settings
 from infra.runtime.worker import Effects, commit_effects
 from tests.support.db import connect
-from tests.support.helpers import migrated_store
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.support.helpers import free_port, migrated_store
 
 
 @dataclass
