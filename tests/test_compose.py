@@ -175,3 +175,20 @@ def test_every_setting_is_documented_in_the_readme() -> None:
     named = set(_ENV_NAME.findall((ROOT / "README.md").read_text()))
     missing = sorted(f for f in setting_names() if PREFIX + f.upper() not in named)
     assert not missing, f"settings missing from README.md: {missing}"
+
+
+def test_the_postgresql_override_runs_the_workers_on_postgresql() -> None:
+    override = yaml.safe_load((ROOT / "docker-compose.postgres.yml").read_text())
+    services = override["services"]
+    assert services["postgres"]["healthcheck"]["test"][:2] == ["CMD", "pg_isready"]
+    workers = services["workers"]
+    assert workers["depends_on"]["postgres"]["condition"] == "service_healthy"
+    env = env_of(workers)
+    unknown = sorted(n for n in env if n[len(PREFIX) :].lower() not in setting_names())
+    assert not unknown, f"not settings: {unknown}"
+    settings = Settings.model_validate(
+        {n[len(PREFIX) :].lower(): v for n, v in env.items() if n.startswith(PREFIX)}
+    )
+    assert settings.store_url is not None
+    assert "--processes" in workers["command"]
+
