@@ -215,12 +215,24 @@ class SubjectRectified(Envelope):
     payload: SubjectChangedPayload
 
 
+class SubjectErasedPayload(SubjectChangedPayload):
+    keep_suppressing: Literal[True] = Field(
+        True,
+        description="Marketing senders must erase the subject's data but keep suppressing "
+        "them: the opt-out is never forgotten (NCR reg 58(4)); a consent dated before the "
+        "erasure must not make the subject contactable again.",
+    )
+    suppressed_channels: list[str] = Field(
+        default_factory=list, description="Channels on which the subject stays suppressed."
+    )
+
+
 class SubjectErased(Envelope):
-    """Outbound: recipients of the subject's data must erase it too (GDPR art 17(2), 19)."""
+    """Outbound: recipients must erase the data too, and keep suppressing (GDPR art 17(2), 19)."""
 
     type: Literal["subject.erased"] = "subject.erased"
     version: Literal[1] = 1
-    payload: SubjectChangedPayload
+    payload: SubjectErasedPayload
 
 
 class DsrOverduePayload(Frozen):

@@ -15,8 +15,6 @@ Every statement names the tenant and the subject: no other row can change.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import uuid
 from dataclasses import dataclass, field
 from datetime import date
@@ -24,7 +22,10 @@ from datetime import date
 from config.datamap import DataMap, Retention, TableMap, add_years
 from infra.runtime.worker import Effects
 from infra.store import Transaction
+from messages.consent import Channel
 from workers.dsr.rules import Account, ActiveHold, active_holds
+from workers.platform.keys import keyed_digest
+from workers.platform.optouts import ANY, SUPPRESSION_UPSERT, subject_digest
 from workers.platform.tables import RESTRICTION_UPSERT
 
 MASK = "[erased]"
@@ -37,19 +38,6 @@ DEFERRED_UPSERT = (
 DEFERRED_DELETE = (
     "DELETE FROM deferred_erasures WHERE tenant_id = ? AND subject_ref = ? AND hold_group = ?"
 )
-SUPPRESSION_UPSERT = (
-    "INSERT INTO suppression_list (tenant_id, channel, contact_digest, basis, recorded_at,"
-    " expires_on) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (tenant_id, channel, contact_digest)"
-    " DO UPDATE SET expires_on = excluded.expires_on"
-)
-#: Which contact point a marketing channel suppresses.
-CHANNEL_CONTACT = {
-    "email": "email",
-    "sms": "phone",
-    "phone": "phone",
-    "whatsapp": "phone",
-    "post": "postal",
-}
 
 
 @dataclass
@@ -75,12 +63,6 @@ class ErasureResult:
             },
             "suppressed_channels": self.suppressed_channels,
         }
-
-
-def contact_digest(key: bytes, value: str) -> str:
-    """Keyed digest of a normalised contact value: enough to suppress, not to contact."""
-    normalised = "".join(value.lower().split())
-    return hmac.new(key, normalised.encode(), hashlib.sha256).hexdigest()
 
 
 async def load_accounts(tx: Transaction, tenant_id: str, subject_ref: str) -> list[Account]:
@@ -211,34 +193,45 @@ class Eraser:
     async def _keep_opt_outs(
         self, tx: Transaction, effects: Effects, subject_ref: str, today: date
     ) -> list[str]:
-        """Reduce each withdrawn channel to a suppression entry before the data goes."""
+        """Reduce the subject's opt-out to suppression entries before the data goes.
+
+        The subject asked to be forgotten, which no marketing sender may take as a
+        reason to start again: every channel and purpose is suppressed as of now, by
+        keyed digests of the subject reference and of each contact value, so that a
+        grant dated before the erasure that arrives late is barred (NCR reg 58(4)). A
+        refusal when asked (POPIA s69(2)(a)) is kept as "never ask".
+        """
         tenant = effects.tenant_id
-        withdrawn = await tx.fetchall(
-            "SELECT channel FROM consent_state WHERE tenant_id = ? AND subject_ref = ?"
-            " AND status = 'withdrawn'",
-            (tenant, subject_ref),
-        )
         contacts = await tx.fetchall(
-            "SELECT kind, value FROM contact_points WHERE tenant_id = ? AND subject_ref = ?",
+            "SELECT value FROM contact_points WHERE tenant_id = ? AND subject_ref = ?",
             (tenant, subject_ref),
         )
+        refused = await tx.fetchone(
+            "SELECT count(*) FROM consent_history WHERE tenant_id = ? AND subject_ref = ?"
+            " AND status = 'refused'",
+            (tenant, subject_ref),
+        )
+        never_ask = int(bool(refused and refused[0]))
         expires = add_years(today, self.retention.opt_out_years).isoformat()
-        channels = []
-        for (channel,) in withdrawn:
-            values = [v for k, v in contacts if k == CHANNEL_CONTACT.get(channel)]
-            for value in values or [f"subject:{subject_ref}"]:
-                effects.write(
-                    SUPPRESSION_UPSERT,
-                    (
-                        tenant,
-                        channel,
-                        contact_digest(self.digest_key, value),
-                        "NCR reg 58(4): opt-out kept 3 years",
-                        effects.now.isoformat(),
-                        expires,
-                    ),
-                )
-            channels.append(channel)
-        if channels:
-            effects.audit("opt_out_kept_as_suppression", subject_ref, channels=channels)
+        digests = [subject_digest(self.digest_key, subject_ref)]
+        digests += [keyed_digest(self.digest_key, str(value)) for (value,) in contacts]
+        for digest in dict.fromkeys(digests):
+            effects.write(
+                SUPPRESSION_UPSERT,
+                (
+                    tenant,
+                    digest,
+                    ANY,
+                    ANY,
+                    "NCR reg 58(4): opt-out kept 3 years after erasure",
+                    effects.now.isoformat(),
+                    never_ask,
+                    effects.now.isoformat(),
+                    expires,
+                ),
+            )
+        channels = [channel.value for channel in Channel]
+        effects.audit(
+            "opt_out_kept_as_suppression", subject_ref, channels=channels, never_ask=never_ask
+        )
         return channels

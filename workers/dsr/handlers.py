@@ -332,6 +332,7 @@ class DsrWorker(Worker):
                 request.request_id,
                 subject,
                 list(result.erased),
+                suppressed_channels=result.suppressed_channels,
             )
         if result.complete:
             return Status.COMPLETED, result.summary(), "all personal information erased"

@@ -23,6 +23,7 @@ from cryptography.fernet import Fernet, InvalidToken
 from config.datamap import DataMap
 from messages.errors import RuleViolation
 from workers.dsr.gather import SubjectData
+from workers.platform.keys import load_key as load_key  # callers name package.load_key
 
 
 def document(
@@ -100,14 +101,3 @@ def unseal(path: Path, key: bytes) -> bytes:
         return Fernet(key).decrypt(path.read_bytes())
     except InvalidToken as exc:
         raise RuleViolation("package cannot be decrypted with the configured key") from exc
-
-
-def load_key(secret: str | None, key_file: Path) -> bytes:
-    """The export key from settings, else from ``key_file`` (created 0600 on first use)."""
-    if secret:
-        return secret.encode()
-    if not key_file.exists():
-        key_file.parent.mkdir(parents=True, exist_ok=True)
-        key_file.write_bytes(Fernet.generate_key())
-        key_file.chmod(0o600)
-    return key_file.read_bytes().strip()

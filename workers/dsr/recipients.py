@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from config.datamap import DataMap
 from infra.runtime.worker import Effects
-from messages.dsr import SubjectChangedPayload, SubjectErased, SubjectRectified
+from messages.dsr import (
+    SubjectChangedPayload,
+    SubjectErased,
+    SubjectErasedPayload,
+    SubjectRectified,
+)
+
+PAYLOADS: dict[type[SubjectErased | SubjectRectified], type[SubjectChangedPayload]] = {
+    SubjectErased: SubjectErasedPayload,
+    SubjectRectified: SubjectChangedPayload,
+}
 
 
 def tell_recipients(
@@ -15,18 +27,19 @@ def tell_recipients(
     subject_ref: str,
     tables: list[str],
     fields: list[str] | None = None,
+    **extra: Any,
 ) -> None:
     """Publish ``subject.erased`` or ``subject.rectified`` naming tables, fields and recipients."""
+    payload = PAYLOADS[event](
+        request_id=request_id,
+        subject_ref=subject_ref,
+        tables=sorted(tables),
+        fields=fields or [],
+        recipients=datamap.recipients(tables),
+        **extra,
+    )
     effects.emit(
-        event(
-            tenant_id=effects.tenant_id,
-            correlation_id=request_id,
-            payload=SubjectChangedPayload(
-                request_id=request_id,
-                subject_ref=subject_ref,
-                tables=sorted(tables),
-                fields=fields or [],
-                recipients=datamap.recipients(tables),
-            ),
+        event.model_validate(
+            {"tenant_id": effects.tenant_id, "correlation_id": request_id, "payload": payload}
         )
     )

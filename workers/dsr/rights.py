@@ -43,10 +43,10 @@ NOTE_INSERT = (
 )
 FLAG_UPSERT = (
     "INSERT INTO processing_flags (tenant_id, subject_ref, purpose, flag, outcome, grounds,"
-    " request_id, recorded_at) VALUES (?, ?, ?, 'objected', ?, ?, ?, ?)"
+    " request_id, recorded_at, objected_at) VALUES (?, ?, ?, 'objected', ?, ?, ?, ?, ?)"
     " ON CONFLICT (tenant_id, subject_ref, purpose) DO UPDATE SET outcome = excluded.outcome,"
     " grounds = excluded.grounds, request_id = excluded.request_id,"
-    " recorded_at = excluded.recorded_at"
+    " recorded_at = excluded.recorded_at, objected_at = excluded.objected_at"
 )
 DIRECT_MARKETING = "direct_marketing"
 
@@ -234,6 +234,7 @@ async def object_to(
                 grounds,
                 request_id,
                 effects.now.isoformat(),
+                made_at.isoformat(),
             ),
         )
         effects.audit("objection_recorded", subject_ref, purpose=purpose, outcome=outcome)

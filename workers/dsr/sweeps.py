@@ -108,7 +108,13 @@ async def sweep_holds(
             result = await worker.eraser.erase(tx, effects, subject, request_id, now.date())
             if result.erased:
                 tell_recipients(
-                    effects, SubjectErased, worker.datamap, request_id, subject, list(result.erased)
+                    effects,
+                    SubjectErased,
+                    worker.datamap,
+                    request_id,
+                    subject,
+                    list(result.erased),
+                    suppressed_channels=result.suppressed_channels,
                 )
             request = await load(tx, tenant, request_id)
             if result.complete and request and request.status is Status.PARTIALLY_COMPLETED:

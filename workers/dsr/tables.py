@@ -92,7 +92,20 @@ CREATE TABLE IF NOT EXISTS deferred_erasures (
 ) WITHOUT ROWID;
 """
 
-DSR = Schema("dsr", (Migration(1, "requests, notes, packages, flags", {"sqlite": BASELINE}),))
+#: An objection stops processing from the moment it was made, not from when it was
+#: processed: a consent dated before it does not count (docs/rules.md "Objection").
+OBJECTED_AT = """
+ALTER TABLE processing_flags ADD COLUMN objected_at TEXT;
+UPDATE processing_flags SET objected_at = recorded_at WHERE objected_at IS NULL;
+"""
+
+DSR = Schema(
+    "dsr",
+    (
+        Migration(1, "requests, notes, packages, flags", {"sqlite": BASELINE}),
+        Migration(2, "objections: since when", {"sqlite": OBJECTED_AT}),
+    ),
+)
 
 REQUEST_INSERT = (
     "INSERT INTO dsr_requests (tenant_id, request_id, kind, regime, subject_ref, status,"

@@ -122,11 +122,46 @@ ALTER TABLE contact_points_v2 RENAME TO contact_points;
 CREATE INDEX contact_points_subject ON contact_points (tenant_id, subject_ref);
 """
 
+#: Suppression entries keep the time of the withdrawal they stand for (a grant not newer
+#: than it changes nothing), per channel and purpose, and whether the person refused when
+#: asked (POPIA s69(2)(a)). Entries of the old shape covered every purpose; their
+#: withdrawal time is taken as the time they were recorded (the erasure), which is later
+#: than the withdrawal itself: the conservative choice for a suppression.
+SUPPRESSION_V2 = """
+CREATE TABLE suppression_list_v2 (
+    tenant_id      TEXT NOT NULL,
+    contact_digest TEXT NOT NULL,
+    channel        TEXT NOT NULL,
+    purpose        TEXT NOT NULL,
+    basis          TEXT NOT NULL,
+    withdrawn_at   TEXT NOT NULL,
+    never_ask      INTEGER NOT NULL DEFAULT 0,
+    recorded_at    TEXT NOT NULL,
+    expires_on     TEXT NOT NULL,
+    PRIMARY KEY (tenant_id, contact_digest, channel, purpose)
+) WITHOUT ROWID;
+INSERT INTO suppression_list_v2 (tenant_id, contact_digest, channel, purpose, basis,
+    withdrawn_at, never_ask, recorded_at, expires_on)
+    SELECT tenant_id, contact_digest, channel, '*', basis, recorded_at, 0, recorded_at,
+        expires_on FROM suppression_list;
+DROP TABLE suppression_list;
+ALTER TABLE suppression_list_v2 RENAME TO suppression_list;
+"""
+
+#: Holds apply per record (DOMAIN 2): a note may be about one account, and a judgment
+#: debt prescribes 30 years from the judgment.
+RECORD_LINKS = """
+ALTER TABLE accounts ADD COLUMN judgment_on TEXT;
+ALTER TABLE notes ADD COLUMN account_id TEXT;
+"""
+
 PLATFORM = Schema(
     "platform",
     (
         Migration(1, "debtors, contacts, accounts, payments, notes, marks", {"sqlite": BASELINE}),
         Migration(2, "contact points get an id", {"sqlite": CONTACT_POINT_IDS}),
+        Migration(3, "suppression per channel and purpose, since when", {"sqlite": SUPPRESSION_V2}),
+        Migration(4, "judgment dates; notes about an account", {"sqlite": RECORD_LINKS}),
     ),
 )
 

@@ -4,16 +4,11 @@ from __future__ import annotations
 
 import io
 import json
-import sqlite3
 import zipfile
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from random import Random
 from typing import Any
 
-import pytest
-
-from config.datamap import load_datamap
 from config.settings import Settings
 from infra.headers import H_ERROR, H_ERROR_TYPE
 from infra.publisher import Publisher
@@ -21,190 +16,33 @@ from infra.runtime.service import Service
 from messages.dsr import (
     DsrExtended,
     DsrExtendedPayload,
-    DsrRequested,
-    DsrRequestedPayload,
     DsrVerified,
     DsrVerifiedPayload,
-    SubjectIdentifiers,
 )
 from messages.registry import decode
+from tests.support.dsr import (
+    BAD_ID,
+    DATAMAP,
+    EMAIL,
+    NOW,
+    PHONE,
+    SA_ID,
+    answered,
+    notices,
+    request,
+    snapshot,
+    sql,
+)
 from tests.support.helpers import (
-    ServiceFactory,
+    contactable,
     drain_queue,
     log_lines,
-    migrated_store,
     queue_depth,
     wait_until,
 )
-from workers.consent import is_contactable
 from workers.dsr import DsrWorker, package
 from workers.dsr.rules import due_on
 from workers.dsr.sweeps import run_all
-from workers.platform.seed import sa_id_number, seed
-
-DATAMAP = load_datamap()
-EMAIL, PHONE = "thandi.nkosi@example.co.za", "+27825550199"
-SA_ID = sa_id_number(Random(1), date(1985, 1, 1))
-BAD_ID = SA_ID[:-1] + str((int(SA_ID[-1]) + 1) % 10)
-NOW = datetime.now(UTC)
-
-
-def sql(db: Path, query: str, *params: object) -> list[tuple[Any, ...]]:
-    with sqlite3.connect(db) as conn:
-        return conn.execute(query, params).fetchall()
-
-
-def snapshot(db: Path, exclude: tuple[str, str]) -> dict[str, list[tuple[Any, ...]]]:
-    """Every data-map row except those of one (tenant, subject) and de-identified ones."""
-    tenant, subject = exclude
-    return {
-        name: sorted(
-            sql(
-                db,
-                f"SELECT * FROM {name} WHERE NOT (tenant_id = ? AND {t.subject_column} = ?)"
-                f" AND {t.subject_column} NOT LIKE 'anon-%'",
-                tenant,
-                subject,
-            ),
-            key=repr,
-        )
-        for name, t in DATAMAP.tables.items()
-    }
-
-
-def plant(
-    db: Path,
-    tenant: str,
-    subject: str,
-    *,
-    account: str,
-    closed: str | None = None,
-    id_number: str = SA_ID,
-) -> None:
-    """One debtor with a row in every table of the data map."""
-    with sqlite3.connect(db) as conn:
-        conn.execute(
-            "INSERT INTO debtors VALUES (?, ?, 'Thandi', 'Nkosi', ?, '1985-01-01', ?)",
-            (tenant, subject, id_number, NOW.isoformat()),
-        )
-        conn.executemany(
-            "INSERT INTO contact_points (tenant_id, subject_ref, kind, value, is_primary)"
-            " VALUES (?, ?, ?, ?, 1)",
-            [(tenant, subject, "email", EMAIL), (tenant, subject, "phone", PHONE)],
-        )
-        conn.execute(
-            "INSERT INTO accounts VALUES (?, ?, ?, 'Ubuntu Bank', 'REF1', 'ordinary',"
-            " 150000, ?, '2014-01-01', ?, '2015-01-01')",
-            (f"{subject}-a1", tenant, subject, account, closed),
-        )
-        conn.execute(
-            "INSERT INTO payments VALUES (?, ?, ?, 5000, '2015-01-01', 'eft', 'B1')",
-            (tenant, subject, f"{subject}-a1"),
-        )
-        conn.execute(
-            "INSERT INTO communications VALUES (?, ?, 'sms', '2015-02-01', 'Reminder')",
-            (tenant, subject),
-        )
-        conn.execute(
-            "INSERT INTO notes VALUES (?, ?, 'agent-1', '2015-02-02', 'Called')", (tenant, subject)
-        )
-        conn.execute(
-            "INSERT INTO consent_state VALUES (?, ?, 'email', 'direct_marketing',"
-            " 'withdrawn', ?, 'web_form', 'm1', ?)",
-            (tenant, subject, NOW.isoformat(), NOW.isoformat()),
-        )
-        conn.execute(
-            "INSERT INTO consent_history (tenant_id, subject_ref, channel, purpose,"
-            " status, source, evidence, occurred_at, message_id, outcome, recorded_at)"
-            " VALUES (?, ?, 'email', 'direct_marketing', 'withdrawn', 'web_form', '{}',"
-            " ?, 'm1', 'applied', ?)",
-            (tenant, subject, NOW.isoformat(), NOW.isoformat()),
-        )
-
-
-@pytest.fixture
-async def dsr(settings: Settings, start_service: ServiceFactory, tmp_path: Path) -> Service:
-    changed = settings.with_changes(
-        export_dir=tmp_path / "exports",
-        export_key_file=tmp_path / "export.key",
-        restriction_lift_notice_hours=0,
-    )
-    async with migrated_store(settings) as store:
-        await seed(store, ["acme", "bravo"], 30)
-    db = settings.db_path
-    plant(db, "acme", "debtor-open", account="open")
-    plant(
-        db,
-        "acme",
-        "debtor-gone",
-        account="closed",
-        closed="2015-06-30",
-        id_number=sa_id_number(Random(2), date(1970, 3, 3)),
-    )
-    plant(
-        db,
-        "bravo",
-        "debtor-open",
-        account="open",
-        id_number=sa_id_number(Random(3), date(1990, 7, 7)),
-    )
-    return await start_service(
-        [DsrWorker(changed)],
-        **{
-            k: getattr(changed, k)
-            for k in ("export_dir", "export_key_file", "restriction_lift_notice_hours")
-        },
-    )
-
-
-def request(
-    request_id: str,
-    kind: str,
-    subject: str = "debtor-open",
-    *,
-    verified: bool = True,
-    details: dict[str, Any] | None = None,
-    tenant: str = "acme",
-    received_at: datetime | None = None,
-    **subject_ids: Any,
-) -> DsrRequested:
-    return DsrRequested(
-        tenant_id=tenant,
-        payload=DsrRequestedPayload.model_validate(
-            {
-                "request_id": request_id,
-                "kind": kind,
-                "identity_verified": verified,
-                "subject": SubjectIdentifiers(subject_ref=subject, **subject_ids),
-                "received_at": received_at or NOW,
-                "details": {"kind": kind, **(details or {})},
-            }
-        ),
-    )
-
-
-async def answered(
-    db: Path,
-    request_id: str,
-    statuses: tuple[str, ...] = (
-        "completed",
-        "partially_completed",
-        "refused",
-        "awaiting_verification",
-    ),
-) -> str:
-    async def done() -> bool:
-        rows = sql(db, "SELECT status FROM dsr_requests WHERE request_id = ?", request_id)
-        return bool(rows) and rows[0][0] in statuses
-
-    await wait_until(done)
-    return str(sql(db, "SELECT status FROM dsr_requests WHERE request_id = ?", request_id)[0][0])
-
-
-def notices(db: Path, request_id: str) -> list[tuple[str, dict[str, Any]]]:
-    rows = sql(db, "SELECT kind, context FROM notification_outbox ORDER BY created_at, rowid")
-    found = [(kind, json.loads(ctx)) for kind, ctx in rows]
-    return [(kind, ctx) for kind, ctx in found if ctx.get("request_id") == request_id]
 
 
 async def test_access_exports_every_table_and_nothing_of_anyone_else(
@@ -288,9 +126,10 @@ async def test_unverified_erasure_touches_nothing_then_verified_is_partial(
         "notes",
     }
     assert "open debt" in held["accounts"].lower()
-    assert sql(db, "SELECT channel, basis FROM suppression_list") == [
-        ("email", "NCR reg 58(4): opt-out kept 3 years")
+    assert sql(db, "SELECT DISTINCT channel, purpose, basis FROM suppression_list") == [
+        ("*", "*", "NCR reg 58(4): opt-out kept 3 years after erasure")
     ]
+    assert sql(db, "SELECT count(*) FROM suppression_list") == [(3,)]  # subject, e-mail, phone
     assert EMAIL not in repr(sql(db, "SELECT * FROM suppression_list"))
     [(_, reason)] = sql(
         db,
@@ -298,7 +137,7 @@ async def test_unverified_erasure_touches_nothing_then_verified_is_partial(
         " 'r-erase' AND to_status = 'partially_completed'",
     )
     assert "accounts (open_debt)" in reason
-    assert not await is_contactable(dsr.store, "acme", "debtor-open", "email")
+    assert not await contactable(dsr.store, settings, "acme", "debtor-open", "email")
     assert EMAIL not in log_output.getvalue()
     assert SA_ID not in log_output.getvalue()
 
@@ -321,7 +160,7 @@ async def test_erasure_after_the_holds_expire_completes(
     [(anon, amount, bank)] = sql(
         db,
         "SELECT subject_ref, amount_cents, bank_reference"
-        " FROM payments WHERE account_id = 'debtor-gone-a1'",
+        " FROM payments WHERE account_id = 'acc-1002'",
     )
     assert anon.startswith("anon-")
     assert (amount, bank) == (5000, None)
@@ -398,10 +237,10 @@ async def test_restriction_and_its_lifting(
             "UPDATE consent_state SET status = 'granted' WHERE tenant_id = 'acme'"
             " AND subject_ref = 'debtor-open'"
         )
-    assert await is_contactable(dsr.store, "acme", "debtor-open", "email")
+    assert await contactable(dsr.store, settings, "acme", "debtor-open", "email")
     await publisher.publish(request("r-stop", "restriction", verified=False))
     assert await answered(db, "r-stop") == "completed"
-    assert not await is_contactable(dsr.store, "acme", "debtor-open", "email")
+    assert not await contactable(dsr.store, settings, "acme", "debtor-open", "email")
 
     await publisher.publish(
         request("r-lift", "restriction", details={"lift": True}, verified=False)
@@ -415,14 +254,14 @@ async def test_restriction_and_its_lifting(
     )
     assert await answered(db, "r-lift", ("completed",)) == "completed"
     assert "restriction_lifting" in [k for k, _ in notices(db, "r-lift")]
-    assert not await is_contactable(dsr.store, "acme", "debtor-open", "email")  # told first
+    assert not await contactable(dsr.store, settings, "acme", "debtor-open", "email")  # told first
     worker = dsr.workers[0]
     assert isinstance(worker, DsrWorker)
     report = await run_all(
         worker, dsr.store, dsr.outboxes, datetime.now(UTC) + timedelta(seconds=1)
     )
     assert report.lifted == 1
-    assert await is_contactable(dsr.store, "acme", "debtor-open", "email")
+    assert await contactable(dsr.store, settings, "acme", "debtor-open", "email")
 
 
 async def test_objection_to_direct_marketing_withdraws_every_channel(
