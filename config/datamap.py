@@ -85,6 +85,18 @@ class DataMap(_Model):
                 return table_name, column_name, spec, name
         return None
 
+    def tables_in(self, scope: str) -> list[str]:
+        """The tables a restriction scope covers: ``*`` all, a table, or a column category."""
+        if scope == "*":
+            return list(self.tables)
+        if scope in self.tables:
+            return [scope]
+        return [
+            name
+            for name, table in self.tables.items()
+            if any(column.category == scope for column in table.columns.values())
+        ]
+
     def recipients(self, tables: list[str] | None = None) -> list[str]:
         names = tables if tables is not None else list(self.tables)
         return sorted({r for n in names for r in self.tables[n].disclosed_to})

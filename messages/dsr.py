@@ -10,8 +10,9 @@ Inbound from upstream (the tenant's portal, call centre or mail room):
 
 Outbound, for recipients and ops:
 
-* ``subject.rectified`` / ``subject.erased``: tell the recipients the data was
-  disclosed to (POPIA s24(3), GDPR art 19);
+* ``subject.rectified`` / ``subject.erased`` / ``subject.restricted`` /
+  ``subject.restriction_lifted`` / ``subject.objected``: tell the recipients the
+  data was disclosed to (POPIA s24(3), GDPR art 19, 21);
 * ``dsr.overdue``: a request is due within 7 days or past due.
 
 Subject identifiers other than the opaque ``subject_ref`` (ID number, e-mail,
@@ -235,6 +236,64 @@ class SubjectErased(Envelope):
     payload: SubjectErasedPayload
 
 
+class SubjectRestrictedPayload(Frozen):
+    request_id: RequestId | None = Field(
+        None, description="The restriction or erasure request; None for a retention hold."
+    )
+    subject_ref: SubjectRef
+    scopes: list[str] = Field(description="Restricted scopes: table or category names, * = all.")
+    tables: list[str] = Field(description="Tables of the data map the scopes cover.")
+    grounds: str = Field(
+        description="Why: the subject's grounds (GDPR art 18(1)), or 'retention' for data kept "
+        "under a legal hold after an erasure request."
+    )
+    until: date | None = Field(None, description="When a retention hold ends, if known.")
+    recipients: list[str]
+
+
+class SubjectRestricted(Envelope):
+    """Outbound: recipients must only store the data from now on (GDPR art 18, 19; s14(6))."""
+
+    type: Literal["subject.restricted"] = "subject.restricted"
+    version: Literal[1] = 1
+    payload: SubjectRestrictedPayload
+
+
+class SubjectRestrictionLiftedPayload(Frozen):
+    subject_ref: SubjectRef
+    scopes: list[str]
+    tables: list[str]
+    recipients: list[str]
+
+
+class SubjectRestrictionLifted(Envelope):
+    """Outbound: a restriction was lifted, after the subject was told (s14(8); GDPR art 19)."""
+
+    type: Literal["subject.restriction_lifted"] = "subject.restriction_lifted"
+    version: Literal[1] = 1
+    payload: SubjectRestrictionLiftedPayload
+
+
+class SubjectObjectedPayload(Frozen):
+    request_id: RequestId
+    subject_ref: SubjectRef
+    outcomes: dict[Purpose, str] = Field(
+        description="Purpose -> consent_withdrawn_on_every_channel (direct marketing: every "
+        "marketing purpose, every channel), processing_stopped, or "
+        "continued_required_by_legislation."
+    )
+    since: UtcDatetime = Field(description="When the objection was made: it applies from then.")
+    recipients: list[str]
+
+
+class SubjectObjected(Envelope):
+    """Outbound: stop processing for the purposes objected to (POPIA s11(3); GDPR art 21)."""
+
+    type: Literal["subject.objected"] = "subject.objected"
+    version: Literal[1] = 1
+    payload: SubjectObjectedPayload
+
+
 class DsrOverduePayload(Frozen):
     request_id: RequestId
     kind: RequestKind
@@ -276,6 +335,9 @@ INBOUND: tuple[type[Envelope], ...] = (DsrRequested, DsrVerified, DsrExtended)
 OUTBOUND: tuple[type[Envelope], ...] = (
     SubjectRectified,
     SubjectErased,
+    SubjectRestricted,
+    SubjectRestrictionLifted,
+    SubjectObjected,
     DsrOverdue,
     PortabilityHandover,
 )

@@ -48,7 +48,7 @@ from messages.errors import NotYetKnown, RuleViolation
 from workers.dsr import package, rights, sweeps
 from workers.dsr.erasure import Eraser
 from workers.dsr.gather import gather
-from workers.dsr.recipients import tell_recipients
+from workers.dsr.recipients import tell_objected, tell_recipients, tell_restricted
 from workers.dsr.requests import Request, load
 from workers.dsr.rules import (
     NEEDS_VERIFICATION,
@@ -232,6 +232,9 @@ class DsrWorker(Worker):
                 request.request_id,
                 request.received_at,
             )
+            tell_objected(
+                effects, self.datamap, request.request_id, subject, outcomes, request.received_at
+            )
             return Status.COMPLETED, {"objections": outcomes}, "objection recorded"
         raise RuleViolation(f"details do not fit a {request.kind.value} request")
 
@@ -389,6 +392,14 @@ class DsrWorker(Worker):
         if not details.lift:
             scopes = rights.restrict(
                 effects, subject, details.categories, details.grounds, request.request_id
+            )
+            tell_restricted(
+                effects,
+                self.datamap,
+                subject,
+                scopes,
+                details.grounds,
+                request_id=request.request_id,
             )
             return Status.COMPLETED, {"restricted": scopes}, "processing restricted"
         notice = timedelta(hours=self.settings.restriction_lift_notice_hours)

@@ -6,7 +6,8 @@
 * Holds: a deferred erasure runs again when its hold expires or its open
   account has closed; once nothing is held, the request is completed.
 * Restrictions whose lifting was announced are lifted after the notice period
-  (POPIA s14(8)).
+  (POPIA s14(8)), and the recipients are told (``subject.restriction_lifted``,
+  GDPR art 19).
 
 Sweeps read across tenants (they are the system's own bookkeeping) but every
 effect they record is scoped to one tenant and one subject.
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING
 from infra.runtime.worker import Effects, Sink, announce
 from infra.store import Store
 from messages.dsr import DsrOverdue, DsrOverduePayload, Regime, RequestKind, SubjectErased
-from workers.dsr.recipients import tell_recipients
+from workers.dsr.recipients import tell_lifted, tell_recipients
 from workers.dsr.requests import load
 from workers.dsr.rules import Status, deadline_state
 
@@ -55,7 +56,7 @@ async def run_all(worker: DsrWorker, store: Store, sink: Sink | None, now: datet
     return SweepReport(
         flagged=await sweep_deadlines(store, sink, now),
         erasures_run=await sweep_holds(worker, store, sink, now),
-        lifted=await sweep_lifts(store, sink, now),
+        lifted=await sweep_lifts(worker, store, sink, now),
     )
 
 
@@ -137,7 +138,7 @@ async def sweep_holds(
     return len(due)
 
 
-async def sweep_lifts(store: Store, sink: Sink | None, now: datetime) -> int:
+async def sweep_lifts(worker: DsrWorker, store: Store, sink: Sink | None, now: datetime) -> int:
     lifted: list[Effects] = []
     async with store.transaction() as tx:
         for tenant, subject, scope in await tx.fetchall(DUE_LIFTS, (now.isoformat(),)):
@@ -147,6 +148,7 @@ async def sweep_lifts(store: Store, sink: Sink | None, now: datetime) -> int:
                 (tenant, subject, scope),
             )
             effects.audit("restriction_lifted", subject, scope=scope)
+            tell_lifted(effects, worker.datamap, subject, [scope])
             tx.stage_all(effects.writes)
             lifted.append(effects)
     announce(sink, *lifted)

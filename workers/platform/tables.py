@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from infra.store import Transaction
 from infra.store.migrations import Migration, Schema
+from workers.platform.optouts import objection_covers, objections_of
 
 BASELINE = """
 CREATE TABLE IF NOT EXISTS debtors (
@@ -192,15 +193,21 @@ async def restricted_scopes(tx: Transaction, tenant_id: str, subject_ref: str) -
 
 
 async def usable_contact(
-    tx: Transaction, tenant_id: str, subject_ref: str, kind: str
+    tx: Transaction, tenant_id: str, subject_ref: str, kind: str, purpose: str
 ) -> str | None:
-    """A contact point that may be used for processing such as marketing; None if restricted.
+    """A contact point that may be used for ``purpose`` (marketing...); None if not.
 
-    Restricted data is storage-only (POPIA s14(6)): it is not handed out for use.
+    None when the subject's contact data is restricted (POPIA s14(6): storage-only),
+    or when an objection stopped the purpose (POPIA s11(3): an objection to direct
+    marketing covers every marketing purpose). Whether the subject consented to the
+    purpose is the consent worker's question (``workers.consent.is_contactable``).
     Notices about the subject's own request are not marketing and read the table directly.
     """
     scopes = await restricted_scopes(tx, tenant_id, subject_ref)
     if scopes & {ALL, "contact_points", "contact"}:
+        return None
+    objected = (await objections_of(tx, tenant_id, [subject_ref])).get(subject_ref, {})
+    if objection_covers(objected, purpose) is not None:
         return None
     return await contact(tx, tenant_id, subject_ref, kind)
 
