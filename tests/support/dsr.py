@@ -194,6 +194,8 @@ def request(
     details: dict[str, Any] | None = None,
     tenant: str = "acme",
     received_at: datetime | None = None,
+    regime: str = "popia",
+    reply_to: str = "email",
     **subject_ids: Any,
 ) -> DsrRequested:
     return DsrRequested(
@@ -205,6 +207,8 @@ def request(
                 "identity_verified": verified,
                 "subject": SubjectIdentifiers(subject_ref=subject, **subject_ids),
                 "received_at": received_at or NOW,
+                "regime": regime,
+                "reply_to": {"channel": reply_to},
                 "details": {"kind": kind, **(details or {})},
             }
         ),

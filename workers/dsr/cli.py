@@ -10,12 +10,13 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
+from config import tenants as tenant_config
 from infra.cli import App, SubParsers
 from infra.store import Store
 from messages.errors import RuleViolation
 from workers.dsr import package
 from workers.dsr.handlers import DsrWorker
-from workers.dsr.rules import deadline_state
+from workers.dsr.rules import deadline_state, local_date
 from workers.dsr.sweeps import run_all
 
 
@@ -64,12 +65,16 @@ def _list(args: argparse.Namespace, app: App) -> int:
             rows = await tx.fetchall(LIST_SQL, (args.tenant, args.tenant))
         return [dict(zip(FIELDS, row, strict=True)) for row in rows]
 
-    today = datetime.now(UTC).date()
+    now = datetime.now(UTC)
+    directory = tenant_config.from_settings(app.settings)
     rows = app.with_store(fetch)
     for row in rows:
         final = row["status"] in ("completed", "partially_completed", "refused")
+        zone = directory.zone(row["tenant_id"], app.settings.timezone)
         row["deadline"] = (
-            None if final else deadline_state(date.fromisoformat(row["due_on"]), today)
+            None
+            if final
+            else deadline_state(date.fromisoformat(row["due_on"]), local_date(now, zone))
         )
     if args.overdue:
         rows = [r for r in rows if r["deadline"]]

@@ -23,9 +23,10 @@ than preloading the batch.
 from __future__ import annotations
 
 from collections import Counter
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, timedelta, tzinfo
 from typing import Any, ClassVar
 
+from config import tenants as tenant_config
 from config.datamap import load_datamap, load_retention
 from config.settings import Settings
 from infra.runtime.worker import Effects, Sink, Worker, handles
@@ -56,6 +57,7 @@ from workers.dsr.rules import (
     deadline_state,
     due_on,
     extended_due_on,
+    local_date,
 )
 from workers.dsr.tables import DSR, PACKAGE_UPSERT
 
@@ -76,7 +78,12 @@ class DsrWorker(Worker):
         secret = settings.export_key.get_secret_value() if settings.export_key else None
         self.key = package.load_key(secret, settings.export_key_file)
         self.eraser = Eraser(self.datamap, self.retention, self.key)
+        self.directory = tenant_config.from_settings(settings)
         self._tx: Transaction | None = None
+
+    def zone(self, tenant_id: str) -> tzinfo:
+        """The zone the tenant's legal dates are counted in (Africa/Johannesburg by default)."""
+        return self.directory.zone(tenant_id, self.settings.timezone)
 
     async def prepare(self, tx: Transaction, messages: Any) -> None:
         self._tx = tx
@@ -89,10 +96,13 @@ class DsrWorker(Worker):
         """Open requests, and those due within 7 days or overdue, for ops."""
         async with store.transaction() as tx:
             rows = await tx.fetchall(
-                "SELECT due_on FROM dsr_requests"
+                "SELECT tenant_id, due_on FROM dsr_requests"
                 " WHERE status NOT IN ('completed', 'partially_completed', 'refused')"
             )
-        states = Counter(deadline_state(date.fromisoformat(due), now.date()) for (due,) in rows)
+        states = Counter(
+            deadline_state(date.fromisoformat(due), local_date(now, self.zone(tenant)))
+            for tenant, due in rows
+        )
         return {
             "requests_open": float(len(rows)),
             "requests_due_soon": float(states["due_soon"]),
@@ -124,7 +134,7 @@ class DsrWorker(Worker):
             status=Status.RECEIVED,
             verified=p.identity_verified,
             received_at=p.received_at,
-            due_on=due_on(p.received_at.date()),
+            due_on=due_on(local_date(p.received_at, self.zone(m.tenant_id)), p.regime, p.kind),
             reply_channel=p.reply_to.channel,
             details=p.details,
         )
@@ -175,9 +185,8 @@ class DsrWorker(Worker):
             raise RuleViolation("the request is already answered; nothing to extend")
         if request.extended:
             raise RuleViolation("the request was already extended once")
-        new_due = extended_due_on(
-            request.regime, request.kind, request.due_on, p.months, m.occurred_at.date()
-        )
+        today = local_date(effects.now, self.zone(m.tenant_id))  # our clock, not the sender's
+        new_due = extended_due_on(request.regime, request.kind, request.due_on, p.months, today)
         request.note(f"deadline extended from {request.due_on} to {new_due}: {p.reason}")
         request.due_on, request.extended = new_due, True
         self._notify(

@@ -1,11 +1,16 @@
 """The DSR rules as pure functions: lifecycle, deadlines and retention holds.
 
-Lifecycle and deadlines (GDPR art 12(3); PAIA s57-s58; DOMAIN.md section 1):
+Lifecycle and deadlines (GDPR art 12(3); PAIA s56-s58; docs/rules.md "Deadlines"):
 
-* Due one calendar month after receipt: 15 Jan -> 15 Feb; 31 Jan -> 28 (or 29) Feb.
-* An extension must be decided before the due date, with reasons told to the
-  subject: up to two further months (GDPR art 12(3)); for a POPIA access
-  request, PAIA s57 allows one further period of 30 days.
+* Dates are the tenant's local dates (Africa/Johannesburg unless configured): a
+  request received at 00:30 SAST on 1 March was received on 1 March.
+* Due one calendar month after receipt: 15 Jan -> 15 Feb; 31 Jan -> 28 (or 29)
+  Feb. A POPIA access request is a PAIA request: due in 30 days when that is
+  earlier (PAIA s56).
+* An extension must be decided before the due date, judged by the worker's own
+  clock, with reasons told to the subject: up to two further months for a GDPR
+  request (GDPR art 12(3)); one further 30 days for a POPIA access request (PAIA
+  s57); none for POPIA's other rights.
 * A POPIA access request not answered in time counts as refused (PAIA s58).
 
 Retention holds (DOMAIN.md section 2): given the subject's accounts, the
@@ -18,7 +23,7 @@ from __future__ import annotations
 
 import calendar
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta, tzinfo
 from enum import StrEnum
 from typing import Literal
 
@@ -44,7 +49,9 @@ NEEDS_VERIFICATION = frozenset(
     {RequestKind.ACCESS, RequestKind.PORTABILITY, RequestKind.ERASURE, RequestKind.RECTIFICATION}
 )
 DUE_SOON = timedelta(days=7)
-PAIA_EXTENSION = timedelta(days=30)
+#: PAIA s56 (answer) and s57 (one extension): 30 days each.
+PAIA_PERIOD = timedelta(days=30)
+PAIA_EXTENSION = PAIA_PERIOD
 
 
 def add_months(day: date, months: int) -> date:
@@ -54,19 +61,36 @@ def add_months(day: date, months: int) -> date:
     return date(year, month, min(day.day, calendar.monthrange(year, month)[1]))
 
 
-def due_on(received: date) -> date:
-    """One calendar month from receipt."""
-    return add_months(received, 1)
+def local_date(moment: datetime, zone: tzinfo) -> date:
+    """The date a moment falls on in the tenant's zone (receipt dates, "today")."""
+    return moment.astimezone(zone).date()
+
+
+def is_paia(regime: Regime, kind: RequestKind) -> bool:
+    """A POPIA access request is a PAIA request for one's own records (POPIA s23(3))."""
+    return regime is Regime.POPIA and kind is RequestKind.ACCESS
+
+
+def due_on(received: date, regime: Regime, kind: RequestKind) -> date:
+    """One calendar month from receipt; a PAIA request 30 days when that is earlier (s56)."""
+    month = add_months(received, 1)
+    return min(month, received + PAIA_PERIOD) if is_paia(regime, kind) else month
 
 
 def extended_due_on(regime: Regime, kind: RequestKind, due: date, months: int, today: date) -> date:
-    """The new due date, or RuleViolation when the extension comes too late or is too long."""
+    """The new due date, or RuleViolation when the extension is late, too long or not allowed.
+
+    ``today`` is the worker's own date when it processes the extension, never a date
+    the sender chose.
+    """
     if today >= due:
         raise RuleViolation("an extension must be decided before the due date")
-    if regime is Regime.POPIA and kind is RequestKind.ACCESS:
+    if is_paia(regime, kind):
         if months != 1:
             raise RuleViolation("PAIA s57 allows one further period of 30 days for access")
         return due + PAIA_EXTENSION
+    if regime is Regime.POPIA:
+        raise RuleViolation("POPIA allows no extension for this right; only access (PAIA s57)")
     return add_months(due, months)
 
 

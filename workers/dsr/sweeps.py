@@ -24,7 +24,7 @@ from infra.store import Store
 from messages.dsr import DsrOverdue, DsrOverduePayload, Regime, RequestKind, SubjectErased
 from workers.dsr.recipients import tell_lifted, tell_recipients
 from workers.dsr.requests import load
-from workers.dsr.rules import Status, deadline_state
+from workers.dsr.rules import Status, deadline_state, local_date
 
 if TYPE_CHECKING:
     from workers.dsr.handlers import DsrWorker
@@ -54,17 +54,17 @@ class SweepReport:
 
 async def run_all(worker: DsrWorker, store: Store, sink: Sink | None, now: datetime) -> SweepReport:
     return SweepReport(
-        flagged=await sweep_deadlines(store, sink, now),
+        flagged=await sweep_deadlines(worker, store, sink, now),
         erasures_run=await sweep_holds(worker, store, sink, now),
         lifted=await sweep_lifts(worker, store, sink, now),
     )
 
 
-async def sweep_deadlines(store: Store, sink: Sink | None, now: datetime) -> int:
+async def sweep_deadlines(worker: DsrWorker, store: Store, sink: Sink | None, now: datetime) -> int:
     flagged: list[Effects] = []
     async with store.transaction() as tx:
         for tenant, rid, kind, regime, status, due, flag in await tx.fetchall(OPEN_REQUESTS):
-            state = deadline_state(date.fromisoformat(due), now.date())
+            state = deadline_state(date.fromisoformat(due), local_date(now, worker.zone(tenant)))
             if state is None or state == flag:
                 continue
             effects = Effects.standalone(

@@ -8,6 +8,7 @@ import zipfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from config.settings import Settings
 from infra.headers import H_ERROR, H_ERROR_TYPE
@@ -18,6 +19,8 @@ from messages.dsr import (
     DsrExtendedPayload,
     DsrVerified,
     DsrVerifiedPayload,
+    Regime,
+    RequestKind,
 )
 from messages.registry import decode
 from tests.support.dsr import (
@@ -41,7 +44,7 @@ from tests.support.helpers import (
     wait_until,
 )
 from workers.dsr import DsrWorker, package
-from workers.dsr.rules import due_on
+from workers.dsr.rules import due_on, local_date
 from workers.dsr.sweeps import run_all
 
 
@@ -355,7 +358,9 @@ async def test_extension_before_the_due_date_and_refusal_after(
 
     await wait_until(extended)
     due = sql(db, "SELECT due_on FROM dsr_requests WHERE request_id = 'r-slow'")[0][0]
-    assert due == (due_on(NOW.date()) + timedelta(days=30)).isoformat()  # PAIA s57 for access
+    received = local_date(NOW, ZoneInfo("Africa/Johannesburg"))
+    expected = due_on(received, Regime.POPIA, RequestKind.ACCESS) + timedelta(days=30)
+    assert due == expected.isoformat()  # PAIA s57 for access
     assert "dsr_extended" in [k for k, _ in notices(db, "r-slow")]
 
     late = request("r-late", "erasure", verified=False, received_at=NOW - timedelta(days=40))

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, date, datetime
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -16,6 +17,7 @@ from workers.dsr.rules import (
     deadline_state,
     due_on,
     extended_due_on,
+    local_date,
 )
 from workers.platform.seed import Seeder, sa_id_number
 
@@ -32,7 +34,48 @@ from workers.platform.seed import Seeder, sa_id_number
     ],
 )
 def test_due_one_calendar_month_after_receipt(received: date, due: date) -> None:
-    assert due_on(received) == due
+    assert due_on(received, Regime.GDPR, RequestKind.ACCESS) == due
+    assert due_on(received, Regime.POPIA, RequestKind.ERASURE) == due
+
+
+SAST = ZoneInfo("Africa/Johannesburg")
+
+
+@pytest.mark.parametrize(
+    ("moment", "zone", "day"),
+    [
+        (datetime(2026, 2, 28, 22, 30, tzinfo=UTC), SAST, date(2026, 3, 1)),  # 00:30 SAST
+        (datetime(2026, 2, 28, 21, 59, tzinfo=UTC), SAST, date(2026, 2, 28)),
+        (datetime(2026, 2, 28, 23, 30, tzinfo=UTC), ZoneInfo("Europe/London"), date(2026, 2, 28)),
+    ],
+)
+def test_dates_are_the_tenants_local_dates(moment: datetime, zone: ZoneInfo, day: date) -> None:
+    assert local_date(moment, zone) == day
+
+
+@pytest.mark.parametrize(
+    ("received", "due"),
+    [
+        (date(2026, 1, 1), date(2026, 1, 31)),  # 30 days is earlier than a month (31 days)
+        (date(2026, 2, 1), date(2026, 3, 1)),  # a month (28 days) is earlier than 30 days
+        (date(2026, 4, 1), date(2026, 5, 1)),  # 30 days = a month
+    ],
+)
+def test_popia_access_is_due_in_30_days_when_earlier_than_a_month(
+    received: date, due: date
+) -> None:
+    assert due_on(received, Regime.POPIA, RequestKind.ACCESS) == due
+
+
+@pytest.mark.parametrize(
+    "kind", [k for k in RequestKind if k is not RequestKind.ACCESS], ids=lambda k: k.value
+)
+def test_popia_gives_no_extension_for_its_other_rights(kind: RequestKind) -> None:
+    with pytest.raises(RuleViolation, match="no extension"):
+        extended_due_on(Regime.POPIA, kind, date(2026, 2, 15), 1, date(2026, 2, 1))
+    assert extended_due_on(Regime.GDPR, kind, date(2026, 2, 15), 2, date(2026, 2, 1)) == date(
+        2026, 4, 15
+    )
 
 
 def test_add_months_across_years() -> None:
