@@ -79,7 +79,11 @@ class Regime(StrEnum):
 
 
 class SubjectIdentifiers(Frozen):
-    """Who the request is about: the opaque reference, or an identifier to look it up by."""
+    """Who the request is about: the opaque reference, or an identifier to look it up by.
+
+    When both ``subject_ref`` and ``id_number`` are given, the DSR worker checks that
+    they name the same person and refuses the request when they do not.
+    """
 
     subject_ref: SubjectRef | None = None
     id_number: SaIdNumber | None = None
@@ -172,8 +176,15 @@ class DsrRequested(Envelope):
 
 class DsrVerifiedPayload(Frozen):
     request_id: RequestId
+    verified_by: Annotated[
+        str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@-]{1,127}$")
+    ] = Field(
+        description="Who verified the identity: a staff or system reference (never a name); "
+        "kept with the request as the evidence of the check.",
+        examples=["agent-17", "kyc-service"],
+    )
     method: Annotated[str, StringConstraints(min_length=2, max_length=64)] = Field(
-        examples=["id_document_and_selfie"]
+        description="How the identity was verified.", examples=["id_document_and_selfie"]
     )
     verified_at: UtcDatetime
 

@@ -242,6 +242,7 @@ def notices(db: Path, request_id: str) -> list[tuple[str, dict[str, Any]]]:
 def verified(request_id: str, tenant: str = "acme", **more: Any) -> DsrVerified:
     fields: dict[str, Any] = {
         "request_id": request_id,
+        "verified_by": "agent-17",
         "method": "id_document",
         "verified_at": NOW,
         **more,

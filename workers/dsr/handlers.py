@@ -43,6 +43,7 @@ from messages.dsr import (
     RequestKind,
     RestrictionDetails,
     SubjectErased,
+    SubjectIdentifiers,
     SubjectRectified,
 )
 from messages.errors import NotYetKnown, RuleViolation
@@ -125,6 +126,7 @@ class DsrWorker(Worker):
         subject_ref = p.subject.subject_ref or await self._lookup(
             tx, m.tenant_id, p.subject.id_number
         )
+        zone = self.zone(m.tenant_id)
         request = Request(
             tenant_id=m.tenant_id,
             request_id=p.request_id,
@@ -134,16 +136,21 @@ class DsrWorker(Worker):
             status=Status.RECEIVED,
             verified=p.identity_verified,
             received_at=p.received_at,
-            due_on=due_on(local_date(p.received_at, self.zone(m.tenant_id)), p.regime, p.kind),
+            due_on=due_on(local_date(p.received_at, zone), p.regime, p.kind),
             reply_channel=p.reply_to.channel,
             details=p.details,
         )
+        if p.identity_verified:  # asserted by the upstream system that sent the request
+            request.verified_by, request.verification_method = "upstream", "asserted_in_request"
+            request.verified_at = m.occurred_at
         request.move(Status.RECEIVED, "request received")
         self._notify(effects, request, "dsr_received", {"due_on": request.due_on.isoformat()})
         effects.audit(
             "dsr_received", subject_ref, request_id=p.request_id, kind=p.kind, due_on=request.due_on
         )
-        if self._needs_verification(request) and not request.verified:
+        if not await self._identifiers_agree(tx, m.tenant_id, p.subject):
+            self._refuse_mismatch(effects, request)
+        elif self._needs_verification(request) and not request.verified:
             request.move(
                 Status.AWAITING_VERIFICATION,
                 f"identity must be verified before {p.kind.value} is carried out",
@@ -167,11 +174,16 @@ class DsrWorker(Worker):
             )
             return
         request.verified = True
+        request.verified_by = m.payload.verified_by
+        request.verification_method = m.payload.method
+        request.verified_at = m.payload.verified_at
         effects.audit(
             "dsr_identity_verified",
             request.subject_ref,
             request_id=request.request_id,
+            verified_by=m.payload.verified_by,
             method=m.payload.method,
+            verified_at=m.payload.verified_at,
         )
         await self._execute(tx, request, effects)
         request.save(effects, str(m.message_id))
@@ -439,6 +451,43 @@ class DsrWorker(Worker):
         if request.kind is RequestKind.RECTIFICATION:
             return Status.REFUSED, {}, "no record of the subject is held"
         return Status.COMPLETED, {"holds_data": False}, "no personal information is held"
+
+    @staticmethod
+    async def _identifiers_agree(
+        tx: Transaction, tenant_id: str, subject: SubjectIdentifiers
+    ) -> bool:
+        """Given both a reference and an ID number, do they name the same debtor?"""
+        if subject.subject_ref is None or subject.id_number is None:
+            return True
+        by_id = await tx.fetchall(
+            "SELECT subject_ref FROM debtors WHERE tenant_id = ? AND id_number = ?",
+            (tenant_id, subject.id_number),
+        )
+        if any(ref != subject.subject_ref for (ref,) in by_id):
+            return False
+        by_ref = await tx.fetchone(
+            "SELECT id_number FROM debtors WHERE tenant_id = ? AND subject_ref = ?",
+            (tenant_id, subject.subject_ref),
+        )
+        return by_ref is None or by_ref[0] in (None, subject.id_number)
+
+    def _refuse_mismatch(self, effects: Effects, request: Request) -> None:
+        """DOMAIN 5: nothing is disclosed or changed for a request naming two people."""
+        why = "the reference and the ID number in the request do not belong to the same person"
+        request.move(Status.REFUSED, why)
+        request.outcome = {"refused": why}
+        self._notify(
+            effects,
+            request,
+            "dsr_refused",
+            {"status": Status.REFUSED.value, "reason": why, "outcome": request.outcome},
+        )
+        effects.audit(
+            "dsr_identifiers_mismatch",
+            request.subject_ref,
+            request_id=request.request_id,
+            kind=request.kind,
+        )
 
     @staticmethod
     async def _lookup(tx: Transaction, tenant_id: str, id_number: str | None) -> str | None:

@@ -99,11 +99,20 @@ ALTER TABLE processing_flags ADD COLUMN objected_at TEXT;
 UPDATE processing_flags SET objected_at = recorded_at WHERE objected_at IS NULL;
 """
 
+#: Who verified the requester's identity, how and when: the evidence of the gate in front of
+#: every disclosure and change (docs/rules.md "Identity").
+VERIFICATION = """
+ALTER TABLE dsr_requests ADD COLUMN verified_by TEXT;
+ALTER TABLE dsr_requests ADD COLUMN verification_method TEXT;
+ALTER TABLE dsr_requests ADD COLUMN verified_at TEXT;
+"""
+
 DSR = Schema(
     "dsr",
     (
         Migration(1, "requests, notes, packages, flags", {"sqlite": BASELINE}),
         Migration(2, "objections: since when", {"sqlite": OBJECTED_AT}),
+        Migration(3, "requests: who verified, how, when", {"sqlite": VERIFICATION}),
     ),
 )
 

@@ -17,8 +17,6 @@ from infra.runtime.service import Service
 from messages.dsr import (
     DsrExtended,
     DsrExtendedPayload,
-    DsrVerified,
-    DsrVerifiedPayload,
     Regime,
     RequestKind,
 )
@@ -35,6 +33,7 @@ from tests.support.dsr import (
     request,
     snapshot,
     sql,
+    verified,
 )
 from tests.support.helpers import (
     contactable,
@@ -96,12 +95,7 @@ async def test_unverified_erasure_touches_nothing_then_verified_is_partial(
     assert [k for k, _ in notices(db, "r-erase")] == ["dsr_received", "dsr_verification_needed"]
 
     before = snapshot(db, ("acme", "debtor-open"))
-    await publisher.publish(
-        DsrVerified(
-            tenant_id="acme",
-            payload=DsrVerifiedPayload(request_id="r-erase", method="id_document", verified_at=NOW),
-        )
-    )
+    await publisher.publish(verified("r-erase"))
     assert await answered(db, "r-erase", ("partially_completed",)) == "partially_completed"
 
     assert snapshot(db, ("acme", "debtor-open")) == before  # no other subject or tenant
@@ -249,12 +243,7 @@ async def test_restriction_and_its_lifting(
         request("r-lift", "restriction", details={"lift": True}, verified=False)
     )
     assert await answered(db, "r-lift") == "awaiting_verification"
-    await publisher.publish(
-        DsrVerified(
-            tenant_id="acme",
-            payload=DsrVerifiedPayload(request_id="r-lift", method="otp", verified_at=NOW),
-        )
-    )
+    await publisher.publish(verified("r-lift"))
     assert await answered(db, "r-lift", ("completed",)) == "completed"
     assert "restriction_lifting" in [k for k, _ in notices(db, "r-lift")]
     assert not await contactable(dsr.store, settings, "acme", "debtor-open", "email")  # told first
