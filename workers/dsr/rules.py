@@ -13,10 +13,15 @@ Lifecycle and deadlines (GDPR art 12(3); PAIA s56-s58; docs/rules.md "Deadlines"
   s57); none for POPIA's other rights.
 * A POPIA access request not answered in time counts as refused (PAIA s58).
 
-Retention holds (DOMAIN.md section 2): given the subject's accounts, the
-retention rules and today, the binding hold per retention group of the data
-map. An open account holds its groups with no end date; the other duties run a
-number of years from a date of each account. The latest expiry binds.
+Retention holds (docs/rules.md "Erasure and retention holds"): holds apply per
+record. Each account (with its payments and the notes about it) has its own
+binding hold per retention group; data about the subject as a whole is held
+while any account's hold covers its group, and the identity while any hold at
+all is active. An open account holds its groups with no end date; the other
+duties run a number of years from the latest of the dates they name on each
+account (a debt type not listed gets the default period: 3 years for
+prescription; a judgment debt runs 30 years from the judgment). The latest
+expiry binds.
 """
 
 from __future__ import annotations
@@ -103,7 +108,7 @@ def deadline_state(due: date, today: date) -> Literal["due_soon", "overdue"] | N
     return None
 
 
-# -- retention holds (DOMAIN.md section 2) ------------------------------------------------
+# -- retention holds (docs/rules.md "Erasure and retention holds") -----------------------
 @dataclass(frozen=True)
 class Account:
     status: str
@@ -111,13 +116,15 @@ class Account:
     opened_on: date
     closed_on: date | None
     last_payment_on: date | None
+    account_id: str = ""
+    judgment_on: date | None = None
 
     def anchor(self, columns: list[str]) -> date | None:
-        for column in columns:
-            value = getattr(self, column, None)
-            if isinstance(value, date):
-                return value
-        return None
+        """The latest of the named dates present: a later one (a payment acknowledging
+        the debt, a judgment) starts the period afresh, so the latest is the one that binds.
+        """
+        found = [getattr(self, column, None) for column in columns]
+        return max((d for d in found if isinstance(d, date)), default=None)
 
 
 @dataclass(frozen=True)
@@ -135,7 +142,7 @@ def _expiry(hold: Hold, account: Account) -> tuple[bool, date | None]:
     if account.status not in hold.statuses:
         return False, None
     years = hold.period_years(account.debt_type)
-    anchor = account.anchor(hold.from_)
+    anchor = account.anchor(hold.anchors(account.debt_type))
     if years is None or anchor is None:
         return False, None
     return True, add_years(anchor, years)
@@ -149,20 +156,55 @@ def _later(a: ActiveHold | None, b: ActiveHold) -> ActiveHold:
     return a
 
 
-def active_holds(
-    retention: Retention, tenant_id: str, accounts: list[Account], today: date
+def account_holds(
+    retention: Retention, tenant_id: str, account: Account, today: date
 ) -> dict[str, ActiveHold]:
-    """The binding hold per retention group; a group absent from the result may be erased."""
+    """The binding hold per retention group for one account's records (DOMAIN 2: per record)."""
     binding: dict[str, ActiveHold] = {}
     accountable = tenant_id in retention.accountable_institutions
     for hold in retention.holds:
         if hold.accountable_institutions_only and not accountable:
             continue
-        for account in accounts:
-            applies, until = _expiry(hold, account)
-            if not applies or (until is not None and until <= today):
-                continue
-            for group in hold.applies_to:
-                candidate = ActiveHold(group, hold.name, hold.basis, until)
-                binding[group] = _later(binding.get(group), candidate)
+        applies, until = _expiry(hold, account)
+        if not applies or (until is not None and until <= today):
+            continue
+        for group in hold.applies_to:
+            binding[group] = _later(
+                binding.get(group), ActiveHold(group, hold.name, hold.basis, until)
+            )
     return binding
+
+
+#: The retention group of the subject's identity: kept while any record of theirs is held.
+IDENTITY = "identity"
+
+
+def subject_holds(per_account: dict[str, dict[str, ActiveHold]]) -> dict[str, ActiveHold]:
+    """The binding hold per group for data about the subject as a whole (not one account).
+
+    A group is held while a hold on any account covers it; the identity is held while
+    any hold at all is active (a record kept as evidence must stay attributable).
+    """
+    binding: dict[str, ActiveHold] = {}
+    for holds in per_account.values():
+        for group, hold in holds.items():
+            binding[group] = _later(binding.get(group), hold)
+    for hold in list(binding.values()):
+        if hold.group != IDENTITY:
+            kept = ActiveHold(
+                IDENTITY, hold.name, f"identity kept for records held: {hold.basis}", hold.until
+            )
+            current = binding.get(IDENTITY)
+            binding[IDENTITY] = kept if current is None else _later(current, kept)
+    return binding
+
+
+def active_holds(
+    retention: Retention, tenant_id: str, accounts: list[Account], today: date
+) -> dict[str, ActiveHold]:
+    """The binding hold per retention group over all the subject's accounts."""
+    per_account = {
+        account.account_id or str(n): account_holds(retention, tenant_id, account, today)
+        for n, account in enumerate(accounts)
+    }
+    return subject_holds(per_account)

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import sqlite3
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from random import Random
 
 from config.settings import Settings
 from infra.publisher import Publisher
 from infra.runtime.service import Service
 from messages.registry import decode
-from tests.support.dsr import EMAIL, answered, plant, request, sql
+from tests.support.dsr import DATAMAP, EMAIL, add_account, answered, plant, request, sql
 from tests.support.helpers import consent_changed, contactable, drain_queue, wait_until
+from workers.platform.seed import sa_id_number
+
+OTHER_ID = sa_id_number(Random(7), date(1977, 7, 7))
 
 
 async def consent_applied(settings: Settings, n: int) -> None:
@@ -55,3 +60,108 @@ async def test_an_older_grant_arriving_after_the_erasure_changes_nothing(
     await publisher.publish(consent_changed("debtor-gone", occurred_at=datetime.now(UTC)))
     await consent_applied(settings, 3)
     assert await contactable(dsr.store, settings, "acme", "debtor-gone", "email")
+
+
+def held_scopes(db: Path, subject: str, tenant: str = "bravo") -> dict[str, str]:
+    rows = sql(
+        db,
+        "SELECT scope, basis FROM restrictions WHERE tenant_id = ? AND subject_ref = ?",
+        tenant,
+        subject,
+    )
+    return {str(scope): str(basis) for scope, basis in rows}
+
+
+async def test_holds_apply_per_record_not_per_subject(
+    dsr: Service, publisher: Publisher, settings: Settings
+) -> None:
+    db = settings.db_path
+    plant(db, "bravo", "debtor-mixed", account="open", account_id="acc-open", id_number=OTHER_ID)
+    with sqlite3.connect(db) as conn:  # a second debt, written off and prescribed long ago
+        add_account(
+            conn,
+            "bravo",
+            "debtor-mixed",
+            "acc-old",
+            "written_off",
+            paid="2016-01-01",
+            note="Agreed to pay the old debt",
+        )
+    await publisher.publish(request("r-mixed", "erasure", "debtor-mixed", tenant="bravo"))
+    assert await answered(db, "r-mixed") == "partially_completed"
+
+    def of(table: str, account: str) -> int:
+        return int(sql(db, f"SELECT count(*) FROM {table} WHERE account_id = ?", account)[0][0])
+
+    assert (of("accounts", "acc-old"), of("payments", "acc-old"), of("notes", "acc-old")) == (
+        0,
+        0,
+        0,
+    )
+    assert (of("accounts", "acc-open"), of("payments", "acc-open")) == (1, 1)
+    assert sql(db, "SELECT count(*) FROM debtors WHERE subject_ref = 'debtor-mixed'") == [(1,)]
+    scopes = held_scopes(db, "debtor-mixed")
+    assert {"accounts:acc-open", "payments:acc-open", "debtors"} <= set(scopes)
+    assert not [s for s in scopes if s.endswith("acc-old")]
+
+
+async def test_an_unlisted_debt_type_and_a_judgment_debt_keep_the_debtor_until_they_prescribe(
+    dsr: Service, publisher: Publisher, settings: Settings
+) -> None:
+    db = settings.db_path
+    a_year_ago = (datetime.now(UTC) - timedelta(days=365)).date().isoformat()
+    for subject, account, debt_type, judgment in [
+        ("debtor-card", "acc-card", "credit_card", None),
+        ("debtor-judged", "acc-judged", "judgment", "2016-03-03"),
+    ]:
+        plant(
+            db,
+            "bravo",
+            subject,
+            account="closed",
+            closed="2015-01-01",
+            account_id="acc-x-" + subject,
+            id_number=OTHER_ID,
+        )
+        with sqlite3.connect(db) as conn:
+            conn.execute("DELETE FROM accounts WHERE subject_ref = ?", (subject,))
+            add_account(
+                conn,
+                "bravo",
+                subject,
+                account,
+                "written_off",
+                paid=a_year_ago if judgment is None else "2015-05-05",
+                debt_type=debt_type,
+                judgment_on=judgment,
+            )
+        await publisher.publish(request(f"r-{subject}", "erasure", subject, tenant="bravo"))
+        assert await answered(db, f"r-{subject}") == "partially_completed"
+        assert sql(db, "SELECT count(*) FROM debtors WHERE subject_ref = ?", subject) == [(1,)]
+    card = sql(
+        db,
+        "SELECT basis, until FROM restrictions WHERE subject_ref = 'debtor-card'"
+        " AND scope = 'accounts:acc-card'",
+    )
+    assert card[0][0].startswith("Prescription Act")
+    judged = sql(
+        db,
+        "SELECT until FROM restrictions WHERE subject_ref = 'debtor-judged'"
+        " AND scope = 'accounts:acc-judged'",
+    )
+    assert judged == [("2046-03-03",)]  # 30 years from the judgment
+
+
+async def test_no_de_identified_row_leads_back_to_the_subject(
+    dsr: Service, publisher: Publisher, settings: Settings
+) -> None:
+    db = settings.db_path
+    gone_id = sql(db, "SELECT id_number FROM debtors WHERE subject_ref = 'debtor-gone'")[0][0]
+    links = ["debtor-gone", "acc-1002", "REF-acc-1002", "BANK-acc-1002", gone_id]
+    await publisher.publish(request("r-unlink", "erasure", "debtor-gone"))
+    assert await answered(db, "r-unlink") == "completed"
+    assert sql(db, "SELECT count(*) FROM payments WHERE subject_ref LIKE 'anon-%'") == [(1,)]
+    for table in DATAMAP.tables:
+        for row in sql(db, f"SELECT * FROM {table}"):
+            for value in row:
+                assert not any(link in str(value) for link in links), (table, row)

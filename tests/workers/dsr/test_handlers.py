@@ -117,12 +117,12 @@ async def test_unverified_erasure_touches_nothing_then_verified_is_partial(
     assert set(held) == {
         "debtors",
         "contact_points",
-        "accounts",
-        "payments",
+        "accounts:acc-1001",
+        "payments:acc-1001",
         "communications",
         "notes",
     }
-    assert "open debt" in held["accounts"].lower()
+    assert "open debt" in held["accounts:acc-1001"].lower()
     assert sql(db, "SELECT DISTINCT channel, purpose, basis FROM suppression_list") == [
         ("*", "*", "NCR reg 58(4): opt-out kept 3 years after erasure")
     ]
@@ -133,7 +133,7 @@ async def test_unverified_erasure_touches_nothing_then_verified_is_partial(
         "SELECT to_status, reason FROM dsr_transitions WHERE request_id ="
         " 'r-erase' AND to_status = 'partially_completed'",
     )
-    assert "accounts (open_debt)" in reason
+    assert "accounts:acc-1001 (open_debt)" in reason
     assert not await contactable(dsr.store, settings, "acme", "debtor-open", "email")
     assert EMAIL not in log_output.getvalue()
     assert SA_ID not in log_output.getvalue()
@@ -154,12 +154,14 @@ async def test_erasure_after_the_holds_expire_completes(
             f" AND {table.subject_column} = 'debtor-gone'",
         )
         assert rows == [(0,)], name
-    [(anon, amount, bank)] = sql(
+    [(anon, account, amount, bank)] = sql(
         db,
-        "SELECT subject_ref, amount_cents, bank_reference"
-        " FROM payments WHERE account_id = 'acc-1002'",
+        "SELECT subject_ref, account_id, amount_cents, bank_reference"
+        " FROM payments WHERE subject_ref LIKE 'anon-%'",
     )
     assert anon.startswith("anon-")
+    assert account.startswith("anon-")
+    assert anon != account
     assert (amount, bank) == (5000, None)
 
     # the open debtor: partial now, complete once the account closed long enough ago
