@@ -49,6 +49,7 @@ from messages.dsr import (
 from messages.errors import NotYetKnown, RuleViolation
 from workers.dsr import package, rights, sweeps
 from workers.dsr.erasure import Eraser
+from workers.dsr.forget import forget_subject
 from workers.dsr.gather import gather
 from workers.dsr.recipients import tell_objected, tell_recipients, tell_restricted
 from workers.dsr.requests import Request, load
@@ -229,6 +230,9 @@ class DsrWorker(Worker):
             kind=request.kind,
             status=status,
         )
+        erased = request.kind is RequestKind.ERASURE and status is Status.COMPLETED
+        if erased and request.subject_ref is not None:  # nothing held: forget our own records
+            await forget_subject(tx, effects, self.key, request.subject_ref, request)
 
     async def _carry_out(
         self, tx: Transaction, request: Request, subject: str, effects: Effects

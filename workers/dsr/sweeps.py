@@ -5,6 +5,9 @@
   a POPIA access request not answered in time counts as refused, PAIA s58).
 * Holds: a deferred erasure runs again when its hold expires or its open
   account has closed; once nothing is held, the request is completed.
+* Privacyops' own records of an erased subject: notices still on their way at
+  the erasure are reduced once delivered; the files of expired or revoked
+  export packages are deleted (``workers.dsr.forget``).
 * Restrictions whose lifting was announced are lifted after the notice period
   (POPIA s14(8)), and the recipients are told (``subject.restriction_lifted``,
   GDPR art 19).
@@ -15,13 +18,17 @@ effect they record is scoped to one tenant and one subject.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from datetime import date, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from infra.runtime.worker import Effects, Sink, announce
+from infra.runtime.tables import NOTICE_FORGET
+from infra.runtime.worker import Effects, Sink, announce, commit_effects
 from infra.store import Store
 from messages.dsr import DsrOverdue, DsrOverduePayload, Regime, RequestKind, SubjectErased
+from workers.dsr.forget import FORGOTTEN, forget_subject
 from workers.dsr.recipients import tell_lifted, tell_recipients
 from workers.dsr.requests import load
 from workers.dsr.rules import Status, deadline_state, local_date
@@ -39,6 +46,14 @@ DUE_ERASURES = (
     " WHERE a.tenant_id = d.tenant_id AND a.subject_ref = d.subject_ref AND a.status = 'open'))"
     " LIMIT ?"
 )
+FOLLOWUPS_DONE = (
+    "SELECT f.tenant_id, f.notice_id, f.subject_ref FROM erasure_followups f"
+    " JOIN notification_outbox o ON o.tenant_id = f.tenant_id AND o.notice_id = f.notice_id"
+    " WHERE o.status IN ('sent', 'failed')"
+)
+EXPIRED_PACKAGES = (
+    "SELECT tenant_id, request_id, path FROM dsr_packages WHERE path != '' AND expires_at <= ?"
+)
 DUE_LIFTS = (
     "SELECT tenant_id, subject_ref, scope FROM restrictions"
     " WHERE lift_after IS NOT NULL AND lift_after <= ?"
@@ -50,6 +65,8 @@ class SweepReport:
     flagged: int
     erasures_run: int
     lifted: int
+    notices_reduced: int = 0
+    packages_deleted: int = 0
 
 
 async def run_all(worker: DsrWorker, store: Store, sink: Sink | None, now: datetime) -> SweepReport:
@@ -57,7 +74,41 @@ async def run_all(worker: DsrWorker, store: Store, sink: Sink | None, now: datet
         flagged=await sweep_deadlines(worker, store, sink, now),
         erasures_run=await sweep_holds(worker, store, sink, now),
         lifted=await sweep_lifts(worker, store, sink, now),
+        notices_reduced=await sweep_followups(store, now),
+        packages_deleted=await sweep_packages(store, sink, now),
     )
+
+
+async def sweep_followups(store: Store, now: datetime) -> int:
+    """Reduce the delivered notices of erased subjects (``workers.dsr.forget``)."""
+    async with store.transaction() as tx:
+        done = await tx.fetchall(FOLLOWUPS_DONE)
+        for tenant, notice_id, ref in done:
+            tx.stage(NOTICE_FORGET, (FORGOTTEN, ref, tenant, notice_id))
+            tx.stage(
+                "DELETE FROM erasure_followups WHERE tenant_id = ? AND notice_id = ?",
+                (tenant, notice_id),
+            )
+    return len(done)
+
+
+async def sweep_packages(store: Store, sink: Sink | None, now: datetime) -> int:
+    """Delete the files of expired or revoked export packages (nothing else ever does)."""
+    async with store.transaction() as tx:
+        rows = await tx.fetchall(EXPIRED_PACKAGES, (now.isoformat(),))
+    deleted: list[Effects] = []
+    for tenant, request_id, path in rows:
+        await asyncio.to_thread(Path(path).unlink, missing_ok=True)
+        effects = Effects.standalone("dsr", tenant, actor="sweep:packages", now=now)
+        effects.write(
+            "UPDATE dsr_packages SET path = '' WHERE tenant_id = ? AND request_id = ?",
+            (tenant, request_id),
+        )
+        effects.audit("export_package_deleted", None, request_id=request_id)
+        deleted.append(effects)
+    if deleted:
+        await commit_effects(store, sink, *deleted)
+    return len(deleted)
 
 
 async def sweep_deadlines(worker: DsrWorker, store: Store, sink: Sink | None, now: datetime) -> int:
@@ -121,7 +172,6 @@ async def sweep_holds(
             if result.complete and request and request.status is Status.PARTIALLY_COMPLETED:
                 request.move(Status.COMPLETED, "deferred erasure ran after the holds expired")
                 request.outcome = {**(request.outcome or {}), "deferred": result.summary()}
-                request.save(effects, "")
                 effects.notify(
                     subject,
                     "dsr_completed",
@@ -133,6 +183,10 @@ async def sweep_holds(
                         "reason": "held data erased",
                     },
                 )
+            if result.complete:
+                await forget_subject(tx, effects, worker.key, subject, request)
+                if request is not None:
+                    request.save(effects, "")
             tx.stage_all(effects.writes)
         announce(sink, effects)
     return len(due)

@@ -4,7 +4,8 @@
 * ``dsr_correction_notes``: corrections requested but not made (POPIA s24);
 * ``dsr_packages``: access and portability packages, by token digest;
 * ``processing_flags``: objections recorded per purpose;
-* ``deferred_erasures``: what a retention hold kept back, for the hold sweep.
+* ``deferred_erasures``: what a retention hold kept back, for the hold sweep;
+* ``erasure_followups``: notices of an erased subject to reduce once delivered.
 """
 
 from __future__ import annotations
@@ -107,12 +108,25 @@ ALTER TABLE dsr_requests ADD COLUMN verification_method TEXT;
 ALTER TABLE dsr_requests ADD COLUMN verified_at TEXT;
 """
 
+#: Notices of an erased subject still on their way (the erasure's own answer among them):
+#: the sweep reduces each to what the audit needs once it was sent (docs/rules.md).
+ERASURE_FOLLOWUPS = """
+CREATE TABLE erasure_followups (
+    tenant_id   TEXT NOT NULL,
+    notice_id   TEXT NOT NULL,
+    subject_ref TEXT NOT NULL,
+    recorded_at TEXT NOT NULL,
+    PRIMARY KEY (tenant_id, notice_id)
+) WITHOUT ROWID;
+"""
+
 DSR = Schema(
     "dsr",
     (
         Migration(1, "requests, notes, packages, flags", {"sqlite": BASELINE}),
         Migration(2, "objections: since when", {"sqlite": OBJECTED_AT}),
         Migration(3, "requests: who verified, how, when", {"sqlite": VERIFICATION}),
+        Migration(4, "notices to reduce after an erasure", {"sqlite": ERASURE_FOLLOWUPS}),
     ),
 )
 

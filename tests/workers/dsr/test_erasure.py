@@ -13,6 +13,8 @@ from infra.runtime.service import Service
 from messages.registry import decode
 from tests.support.dsr import DATAMAP, EMAIL, add_account, answered, plant, request, sql
 from tests.support.helpers import consent_changed, contactable, drain_queue, wait_until
+from workers.dsr import DsrWorker
+from workers.dsr.sweeps import run_all
 from workers.platform.seed import sa_id_number
 
 OTHER_ID = sa_id_number(Random(7), date(1977, 7, 7))
@@ -165,3 +167,52 @@ async def test_no_de_identified_row_leads_back_to_the_subject(
         for row in sql(db, f"SELECT * FROM {table}"):
             for value in row:
                 assert not any(link in str(value) for link in links), (table, row)
+
+
+async def test_erasure_forgets_what_privacyops_itself_keeps_about_the_subject(
+    dsr: Service, publisher: Publisher, settings: Settings
+) -> None:
+    db = settings.db_path
+    planted, grounds = "Planted Value 777", "my neighbour Sipho told me"
+    refused = {"corrections": [{"field": "accounts.balance_cents", "value": planted}]}
+    await publisher.publish(request("r-note", "rectification", "debtor-gone", details=refused))
+    await publisher.publish(request("r-copy", "access", "debtor-gone"))
+    objection = {"purposes": ["profiling"], "grounds": grounds}
+    await publisher.publish(request("r-obj", "objection", "debtor-gone", details=objection))
+    for rid in ("r-note", "r-copy", "r-obj"):
+        assert await answered(db, rid) in ("refused", "completed")
+    [(package_path,)] = sql(db, "SELECT path FROM dsr_packages WHERE request_id = 'r-copy'")
+    assert Path(package_path).exists()
+
+    await publisher.publish(request("r-bye", "erasure", "debtor-gone"))
+    assert await answered(db, "r-bye") == "completed"
+    with sqlite3.connect(db) as conn:  # the notifier delivers what was still queued
+        conn.execute("UPDATE notification_outbox SET status = 'sent'")
+    worker = dsr.workers[0]
+    assert isinstance(worker, DsrWorker)
+    report = await run_all(worker, dsr.store, dsr.outboxes, datetime.now(UTC))
+    assert report.packages_deleted == 1
+    assert report.notices_reduced >= 4
+
+    assert not Path(package_path).exists()
+    own = [
+        "dsr_requests",
+        "dsr_correction_notes",
+        "dsr_packages",
+        "processing_flags",
+        "restrictions",
+        "notification_outbox",
+        "erasure_followups",
+    ]
+    for table in own:
+        text = repr(sql(db, f"SELECT * FROM {table}"))
+        for value in ("debtor-gone", planted, grounds):
+            assert value not in text, (table, value)
+    refs = {r for (r,) in sql(db, "SELECT DISTINCT subject_ref FROM dsr_requests")}
+    assert len(refs) == 1
+    assert next(iter(refs)).startswith("erased-")
+    [(value,)] = sql(db, "SELECT requested_value FROM dsr_correction_notes")
+    assert value.startswith("digest:")
+    assert {c for (c,) in sql(db, "SELECT DISTINCT context FROM notification_outbox")} == {
+        '{"erased": true}'
+    }
