@@ -34,6 +34,7 @@ class NoticeKind(StrEnum):
     DSR_EXTENDED = "dsr_extended"
     DSR_COMPLETED = "dsr_completed"
     DSR_REFUSED = "dsr_refused"
+    DSR_DEEMED_REFUSED = "dsr_deemed_refused"
     DSR_PACKAGE_READY = "dsr_package_ready"
     RESTRICTION_LIFTING = "restriction_lifting"
     CONSENT_CONFIRMATION = "consent_confirmation"

@@ -47,7 +47,7 @@ from messages.dsr import (
     SubjectRectified,
 )
 from messages.errors import NotYetKnown, RuleViolation
-from workers.dsr import package, rights, sweeps
+from workers.dsr import answers, package, rights, sweeps
 from workers.dsr.erasure import Eraser
 from workers.dsr.forget import forget_subject
 from workers.dsr.gather import gather
@@ -220,9 +220,7 @@ class DsrWorker(Worker):
         request.move(status, why)
         request.outcome = outcome
         kind = "dsr_refused" if status is Status.REFUSED else "dsr_completed"
-        self._notify(
-            effects, request, kind, {"status": status.value, "outcome": outcome, "reason": why}
-        )
+        self._notify(effects, request, kind, self.answer(request, status, outcome, why))
         effects.audit(
             "dsr_answered",
             request.subject_ref,
@@ -475,16 +473,27 @@ class DsrWorker(Worker):
         )
         return by_ref is None or by_ref[0] in (None, subject.id_number)
 
+    def answer(
+        self, request: Request, status: Status, outcome: dict[str, Any], why: str
+    ) -> dict[str, Any]:
+        """The final notice's context: what was done, kept and why (``workers.dsr.answers``)."""
+        return {
+            "regime": request.regime.value,
+            "reason": why,
+            **answers.answer(request.kind, status.value, outcome, why, self.describe),
+        }
+
+    def describe(self, table: str) -> str:
+        found = self.datamap.tables.get(table)
+        return found.description.lower() if found else table
+
     def _refuse_mismatch(self, effects: Effects, request: Request) -> None:
         """DOMAIN 5: nothing is disclosed or changed for a request naming two people."""
         why = "the reference and the ID number in the request do not belong to the same person"
         request.move(Status.REFUSED, why)
         request.outcome = {"refused": why}
         self._notify(
-            effects,
-            request,
-            "dsr_refused",
-            {"status": Status.REFUSED.value, "reason": why, "outcome": request.outcome},
+            effects, request, "dsr_refused", self.answer(request, Status.REFUSED, {}, why)
         )
         effects.audit(
             "dsr_identifiers_mismatch",

@@ -1,8 +1,10 @@
 """Periodic sweeps of the DSR worker, also run by ``privacyops holds sweep`` from cron.
 
 * Deadlines: requests due within 7 days, and overdue ones, are flagged once per
-  state as log events and as a ``dsr.overdue`` message for ops (GDPR art 12(3);
-  a POPIA access request not answered in time counts as refused, PAIA s58).
+  state as log events and as a ``dsr.overdue`` message for ops (GDPR art 12(3)),
+  counting in the tenant's local dates. A POPIA access request not answered in
+  time counts as refused (PAIA s58): the subject is told so, with their remedies
+  (``dsr_deemed_refused``).
 * Holds: a deferred erasure runs again when its hold expires or its open
   account has closed; once nothing is held, the request is completed.
 * Privacyops' own records of an erased subject: notices still on their way at
@@ -26,7 +28,7 @@ from typing import TYPE_CHECKING
 
 from infra.runtime.tables import NOTICE_FORGET
 from infra.runtime.worker import Effects, Sink, announce, commit_effects
-from infra.store import Store
+from infra.store import Store, Transaction
 from messages.dsr import DsrOverdue, DsrOverduePayload, Regime, RequestKind, SubjectErased
 from workers.dsr.forget import FORGOTTEN, forget_subject
 from workers.dsr.recipients import tell_lifted, tell_recipients
@@ -141,10 +143,33 @@ async def sweep_deadlines(worker: DsrWorker, store: Store, sink: Sink | None, no
                 )
             )
             effects.audit(f"dsr_{state}", None, request_id=rid, due_on=due, status=status)
+            if deemed:
+                await _deemed_refused(tx, effects, tenant, rid)
             tx.stage_all(effects.writes)
             flagged.append(effects)
     announce(sink, *flagged)
     return len(flagged)
+
+
+async def _deemed_refused(tx: Transaction, effects: Effects, tenant: str, rid: str) -> None:
+    """PAIA s58: an access request not answered in time is refused; tell the subject so."""
+    request = await load(tx, tenant, rid)
+    if request is None:
+        return
+    request.note("deemed refused (PAIA s58): the subject was told, with their remedies")
+    effects.notify(
+        request.subject_ref or f"request:{rid}",
+        "dsr_deemed_refused",
+        request.reply_channel,
+        {
+            "request_id": rid,
+            "kind": request.kind.value,
+            "due_on": request.due_on.isoformat(),
+            "regime": request.regime.value,
+        },
+    )
+    effects.audit("dsr_deemed_refused", request.subject_ref, request_id=rid)
+    request.save(effects, "")
 
 
 async def sweep_holds(
@@ -172,16 +197,14 @@ async def sweep_holds(
             if result.complete and request and request.status is Status.PARTIALLY_COMPLETED:
                 request.move(Status.COMPLETED, "deferred erasure ran after the holds expired")
                 request.outcome = {**(request.outcome or {}), "deferred": result.summary()}
+                context = worker.answer(
+                    request, Status.COMPLETED, result.summary(), "held data erased"
+                )
                 effects.notify(
                     subject,
                     "dsr_completed",
                     request.reply_channel,
-                    {
-                        "request_id": request_id,
-                        "kind": request.kind.value,
-                        "status": Status.COMPLETED.value,
-                        "reason": "held data erased",
-                    },
+                    {"request_id": request_id, "kind": request.kind.value, **context},
                 )
             if result.complete:
                 await forget_subject(tx, effects, worker.key, subject, request)

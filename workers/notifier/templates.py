@@ -35,8 +35,9 @@ REQUIRED: dict[NoticeKind, tuple[str, ...]] = {
     NoticeKind.DSR_RECEIVED: ("request_id", "request_kind", "due_at"),
     NoticeKind.DSR_VERIFICATION_NEEDED: ("request_id", "request_kind"),
     NoticeKind.DSR_EXTENDED: ("request_id", "request_kind", "new_due_at", "reasons"),
-    NoticeKind.DSR_COMPLETED: ("request_id", "request_kind"),
+    NoticeKind.DSR_COMPLETED: ("request_id", "request_kind", "done"),
     NoticeKind.DSR_REFUSED: ("request_id", "request_kind", "reasons"),
+    NoticeKind.DSR_DEEMED_REFUSED: ("request_id", "request_kind", "due_at"),
     NoticeKind.DSR_PACKAGE_READY: ("request_id", "package_token", "expires_at"),
     NoticeKind.RESTRICTION_LIFTING: ("lift_at",),
     NoticeKind.CONSENT_CONFIRMATION: ("channel", "status", "effective_at"),
@@ -47,6 +48,8 @@ REQUIRED: dict[NoticeKind, tuple[str, ...]] = {
 #: Optional context: absent means None, so templates can test it under StrictUndefined.
 OPTIONAL = (
     "categories",
+    "kept",
+    "regime",
     "consequences",
     "discovered_at",
     "download_url",

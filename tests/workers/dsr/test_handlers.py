@@ -11,6 +11,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from config.settings import Settings
+from config.tenants import DEFAULT_PATH as DEFAULT_TENANTS
+from config.tenants import load as load_tenants
 from infra.headers import H_ERROR, H_ERROR_TYPE
 from infra.publisher import Publisher
 from infra.runtime.service import Service
@@ -20,6 +22,7 @@ from messages.dsr import (
     Regime,
     RequestKind,
 )
+from messages.notices import NoticeKind
 from messages.registry import decode
 from tests.support.dsr import (
     BAD_ID,
@@ -45,6 +48,7 @@ from tests.support.helpers import (
 from workers.dsr import DsrWorker, package
 from workers.dsr.rules import due_on, local_date
 from workers.dsr.sweeps import run_all
+from workers.notifier.templates import Renderer
 
 
 async def test_access_exports_every_table_and_nothing_of_anyone_else(
@@ -427,3 +431,46 @@ async def test_planted_personal_data_stays_out_of_logs_and_headers(
     for planted in (EMAIL, PHONE, SA_ID, BAD_ID, "82 555 0199"):
         assert planted not in text
     assert any(line["event"] == "dsr_answered" for line in log_lines(log_output))
+
+
+async def test_the_final_answer_says_what_was_done_kept_and_why_and_how_to_complain(
+    dsr: Service, publisher: Publisher, settings: Settings
+) -> None:
+    db = settings.db_path
+    await publisher.publish(request("r-why", "erasure"))
+    assert await answered(db, "r-why") == "partially_completed"
+    context = dict(notices(db, "r-why"))["dsr_completed"]
+    assert any("Deleted or de-identified" in s for s in context["done"])
+    kept = {item["what"]: item for item in context["kept"]}
+    account = kept["debts under collection (account acc-1001)"]
+    assert account["basis"].startswith("An open debt is always a legal hold")
+    assert account["until"] == "while the debt is open"
+    directory = load_tenants(DEFAULT_TENANTS)
+    email = Renderer().email(
+        NoticeKind.DSR_COMPLETED, directory.tenants["acme"], directory.regulator, context
+    )
+    assert "An open debt is always a legal hold" in email.text
+    assert "Kept until: while the debt is open" in email.text
+    assert "Information Regulator" in email.text
+
+
+async def test_a_popia_access_request_past_its_deadline_is_answered_as_deemed_refused(
+    dsr: Service, publisher: Publisher, settings: Settings
+) -> None:
+    db = settings.db_path
+    late = request("r-paia-late", "access", verified=False, received_at=NOW - timedelta(days=40))
+    await publisher.publish(late)
+    assert await answered(db, "r-paia-late") == "awaiting_verification"
+    worker = dsr.workers[0]
+    assert isinstance(worker, DsrWorker)
+    await run_all(worker, dsr.store, dsr.outboxes, datetime.now(UTC))
+    deemed = dict(notices(db, "r-paia-late"))["dsr_deemed_refused"]
+    assert deemed["due_on"] < NOW.date().isoformat()
+    [(reason,)] = sql(
+        db,
+        "SELECT reason FROM dsr_transitions WHERE request_id = 'r-paia-late'"
+        " AND reason LIKE 'deemed refused%'",
+    )
+    assert "PAIA s58" in reason
+    await run_all(worker, dsr.store, dsr.outboxes, datetime.now(UTC))  # told once
+    assert [k for k, _ in notices(db, "r-paia-late")].count("dsr_deemed_refused") == 1
