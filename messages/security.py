@@ -281,6 +281,13 @@ class IncidentEscalatedPayload(Frozen):
     severity_score: float
     status: IncidentStatus
     contact: str = Field(description="The on-call security contact (settings).")
+    decision_needed: Literal["personal_data_involvement"] | None = Field(
+        None,
+        description="Set when the incident scores high or very high while nobody has said "
+        "whether personal information is involved: someone must decide now whether there "
+        "are reasonable grounds to believe it was compromised (POPIA s22(1)); "
+        "`privacyops incidents confirm` records a compromise.",
+    )
 
 
 class IncidentEscalated(Envelope):

@@ -22,8 +22,7 @@ from messages.dsr import RequestKind
 Describe = Callable[[str], str]
 KEPT_OPT_OUT = {
     "what": "your marketing opt-out, reduced to a coded entry that cannot be read back",
-    "basis": "National Credit Regulations reg 58(4): opt-outs are kept so that they keep "
-    "working",
+    "basis": "National Credit Regulations reg 58(4): opt-outs are kept so that they keep working",
     "until": "3 years after the erasure",
 }
 OBJECTION_OUTCOMES = {

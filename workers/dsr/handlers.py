@@ -492,9 +492,7 @@ class DsrWorker(Worker):
         why = "the reference and the ID number in the request do not belong to the same person"
         request.move(Status.REFUSED, why)
         request.outcome = {"refused": why}
-        self._notify(
-            effects, request, "dsr_refused", self.answer(request, Status.REFUSED, {}, why)
-        )
+        self._notify(effects, request, "dsr_refused", self.answer(request, Status.REFUSED, {}, why))
         effects.audit(
             "dsr_identifiers_mismatch",
             request.subject_ref,

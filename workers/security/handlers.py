@@ -28,7 +28,10 @@ Rules enforced (DOMAIN.md section 3; pure rules in ``workers/security/rules.py``
   Under POPIA every compromise is notifiable whatever its severity.
 * Protective action: ``account.lock`` for each account named by an
   account-takeover alert (once per account per incident); ``incident.escalated``
-  to the on-call security contact when an incident reaches high severity.
+  to the on-call security contact when an incident reaches high severity. When
+  it does while personal data involvement is still unknown, the escalation asks
+  for a decision on it (``decision_needed``): a serious incident is never left
+  silent because no alert said "suspected".
 
 Alert descriptions and the unauthorised party's identity may be personal data:
 they are stored with the incident and never logged.
@@ -312,6 +315,9 @@ class SecurityWorker(Worker):
             self.escalate(after, effects)
 
     def escalate(self, after: Incident, effects: Effects) -> None:
+        """High or very high severity: the on-call contact is told; with personal data
+        involvement still unknown, asked to decide on it (POPIA s22(1): never silence)."""
+        undecided = after.personal_data is PersonalData.UNKNOWN
         effects.emit(
             IncidentEscalated(
                 tenant_id=after.tenant_id,
@@ -322,12 +328,20 @@ class SecurityWorker(Worker):
                     severity_score=after.score,
                     status=after.status,
                     contact=self.oncall,
+                    decision_needed="personal_data_involvement" if undecided else None,
                 ),
             )
         )
         effects.audit(
             "oncall_notified", None, incident_id=after.incident_id, severity=after.severity
         )
+        if undecided:
+            effects.audit(
+                "compromise_decision_requested",
+                None,
+                incident_id=after.incident_id,
+                severity=after.severity,
+            )
 
     # -- periodic: the 72-hour clock ---------------------------------------------------------
 
