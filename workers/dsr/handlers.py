@@ -267,7 +267,7 @@ class DsrWorker(Worker):
         """Access and portability: one builder; the subject gets a token, never the data."""
         portable = request.kind is RequestKind.PORTABILITY
         data = await gather(tx, self.datamap, request.tenant_id, subject, provided_only=portable)
-        doc = package.document(data, self.datamap, request.request_id, portable)
+        doc = package.document(data, self.datamap, self.retention, request.request_id, portable)
         issued = package.seal(
             package.build_zip(doc),
             self.key,
