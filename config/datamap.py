@@ -1,7 +1,8 @@
 """The data map and the retention holds, loaded from TOML (data, not code).
 
 ``config/datamap.toml`` describes every table of personal data;
-``config/retention.toml`` the retention duties of DOMAIN.md section 2. Both are
+``config/retention.toml`` the retention duties of docs/rules.md "Erasure and
+retention holds". Both are
 validated here once at start-up; a bad file fails loudly with the field named.
 """
 

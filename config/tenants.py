@@ -71,7 +71,7 @@ class TenantDirectory(_Model):
         return self.tenants.get(tenant_id)
 
     def zone(self, tenant_id: str, default: str) -> ZoneInfo:
-        """The zone a tenant's legal dates are counted in (DOMAIN: South African dates)."""
+        """The zone a tenant's legal dates are counted in (docs/rules.md "Deadlines")."""
         profile = self.tenants.get(tenant_id)
         return ZoneInfo(profile.timezone if profile and profile.timezone else default)
 

@@ -1,4 +1,6 @@
-"""Marketing-consent messages (POPIA s69; GDPR art 7(3); DOMAIN.md section 4).
+"""Marketing-consent messages (POPIA s69; GDPR art 7(3)).
+
+See docs/rules.md "Direct-marketing consent".
 
 ``consent.changed`` comes in from upstream systems: one channel's consent for
 one subject was granted or withdrawn, with where it came from and the evidence.
@@ -38,7 +40,7 @@ class ConsentStatus(StrEnum):
 
 
 class ConsentSource(StrEnum):
-    """How the change reached the tenant: part of the evidence (DOMAIN.md 4)."""
+    """How the change reached the tenant: part of the evidence (GDPR art 7(1))."""
 
     WEB_FORM = "web_form"
     SMS_STOP_REPLY = "sms_stop_reply"
@@ -64,7 +66,7 @@ Purpose = Annotated[
 DIRECT_MARKETING = "direct_marketing"
 
 #: Purposes that are not direct marketing: messages about the subject's own account.
-#: Every other purpose counts as marketing (DOMAIN 4: consent is per purpose, and an
+#: Every other purpose counts as marketing (docs/rules.md: consent is per purpose, and an
 #: objection to direct marketing covers every marketing purpose), so a purpose nobody
 #: classified is protected as marketing rather than exposed as a service message.
 SERVICE_PURPOSES = frozenset({"service_messages", "account_notices", "payment_reminders"})

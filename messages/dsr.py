@@ -1,4 +1,6 @@
-"""Data-subject request messages (POPIA s23-s25, s11, s14; GDPR art 12-21; DOMAIN.md 1).
+"""Data-subject request messages (POPIA s23-s25, s11, s14; GDPR art 12-21).
+
+See docs/rules.md "Data-subject requests".
 
 Inbound from upstream (the tenant's portal, call centre or mail room):
 
@@ -72,7 +74,7 @@ class RequestKind(StrEnum):
 
 
 class Regime(StrEnum):
-    """Which law the request is made under: it sets the extension allowed (DOMAIN.md 1)."""
+    """Which law the request is made under: it sets the deadlines (docs/rules.md "Deadlines")."""
 
     POPIA = "popia"
     GDPR = "gdpr"

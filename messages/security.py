@@ -1,4 +1,6 @@
-"""Security messages: alerts in, incidents and protective commands out (DOMAIN.md 3).
+"""Security messages: alerts in, incidents and protective commands out.
+
+See docs/rules.md "Security compromises".
 
 Inbound from detection systems (auth service, WAF, IDS, DLP, staff reports):
 
@@ -138,7 +140,7 @@ class IncidentStatus(StrEnum):
 
 
 class Compromise(StrEnum):
-    """Regulator report field: the compromise is alleged or confirmed (DOMAIN.md 3)."""
+    """Regulator report field: the compromise is alleged or confirmed (POPIA s22)."""
 
     ALLEGED = "alleged"
     CONFIRMED = "confirmed"

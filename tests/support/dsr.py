@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import json
 import sqlite3
 import zipfile
+from collections.abc import Callable
 from datetime import UTC, date, datetime
 from pathlib import Path
 from random import Random
@@ -35,7 +37,7 @@ NOW = datetime.now(UTC)
 
 
 def sql(db: Path, query: str, *params: object) -> list[tuple[Any, ...]]:
-    with sqlite3.connect(db) as conn:
+    with sqlite3.connect(db, timeout=30) as conn:
         return conn.execute(query, params).fetchall()
 
 
@@ -71,7 +73,7 @@ def plant(
     account_id = (
         account_id or "acc-" + hashlib.sha256(f"{tenant}/{subject}".encode()).hexdigest()[:8]
     )
-    with sqlite3.connect(db) as conn:
+    with sqlite3.connect(db, timeout=30) as conn:
         conn.execute(
             "INSERT INTO debtors (tenant_id, subject_ref, first_name, last_name, id_number,"
             " date_of_birth, created_at) VALUES (?, ?, 'Thandi', 'Nkosi', ?, '1985-01-01', ?)",
@@ -257,3 +259,18 @@ def package_document(db: Path, settings: Settings, request_id: str) -> dict[str,
     archive = zipfile.ZipFile(io.BytesIO(package.unseal(Path(path), key)))
     document: dict[str, Any] = json.loads(archive.read("subject.json"))
     return document
+
+
+def execute(db: Path, statement: str, *params: object) -> None:
+    """One write through sqlite3, committed."""
+    with sqlite3.connect(db, timeout=30) as conn:
+        conn.execute(statement, params)
+
+
+async def off_loop(write: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Run a sqlite3 write in a thread while a service runs on this event loop.
+
+    A write on the loop's own thread would wait for the service's open transaction
+    while keeping the service from committing it: both stall until the busy timeout.
+    """
+    return await asyncio.to_thread(write, *args, **kwargs)

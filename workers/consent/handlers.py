@@ -16,7 +16,7 @@ Rules enforced (docs/rules.md "Direct-marketing consent"; pure rules in
 * Withdrawal is possible at any time and takes effect at once (GDPR art 7(3)):
   a withdrawal is applied in the batch it arrives in and published downstream
   as ``consent.updated`` so senders suppress the channel.
-* Events may arrive late or twice (DOMAIN.md 4): the newest ``occurred_at``
+* Events may arrive late or twice: the newest ``occurred_at``
   wins; an older event is kept in the history but changes nothing; on equal
   timestamps withdrawal wins. Duplicates are absorbed by the runtime's inbox.
 * The history is the evidence (GDPR art 7(1)): every event is recorded with

@@ -1,6 +1,7 @@
 """Data-subject request worker: the six rights, the verification gate and the deadlines.
 
-Rules enforced (DOMAIN.md sections 1, 2 and 5; pure rules in ``workers/dsr/rules.py``):
+Rules enforced (docs/rules.md "Data-subject requests", "Identity", "Deadlines",
+"Answers", "Erasure and retention holds"; pure rules in ``workers/dsr/rules.py``):
 
 * Every request is answered within one calendar month of receipt (GDPR art
   12(3); the privacy policy); an extension is decided before the due date, with
@@ -8,9 +9,9 @@ Rules enforced (DOMAIN.md sections 1, 2 and 5; pure rules in ``workers/dsr/rules
 * Access (POPIA s23; GDPR art 15) and portability (GDPR art 20) disclose data,
   erasure (POPIA s24; GDPR art 17) and rectification (POPIA s24; GDPR art 16)
   change it, and lifting a restriction (POPIA s14(8)) ends a protection: all of
-  them wait for a verified identity (DOMAIN.md 5). Until ``dsr.verified``
+  them wait for a verified identity (POPIA s19, s23). Until ``dsr.verified``
   arrives the request is ``awaiting_verification`` and nothing is touched.
-* Erasure yields to retention duties (DOMAIN.md 2): see ``workers.dsr.erasure``.
+* Erasure yields to retention duties: see ``workers.dsr.erasure``.
 * Every step is a stored transition with what, when and why; every outcome is
   told to the subject through the notification outbox, never with the data
   itself (the access package goes by an expiring token).
@@ -163,7 +164,7 @@ class DsrWorker(Worker):
 
     @handles(DsrVerified)
     async def verified(self, m: DsrVerified, effects: Effects) -> None:
-        """DOMAIN.md 5: a request waiting for a verified identity is carried out now."""
+        """docs/rules.md "Identity": a request waiting for a verified identity runs now."""
         tx = self._batch_tx()
         request = await self._existing(tx, m.tenant_id, m.payload.request_id)
         if request.status is not Status.AWAITING_VERIFICATION:
@@ -488,7 +489,7 @@ class DsrWorker(Worker):
         return found.description.lower() if found else table
 
     def _refuse_mismatch(self, effects: Effects, request: Request) -> None:
-        """DOMAIN 5: nothing is disclosed or changed for a request naming two people."""
+        """docs/rules.md "Identity": nothing is read out or changed for two people's ids."""
         why = "the reference and the ID number in the request do not belong to the same person"
         request.move(Status.REFUSED, why)
         request.outcome = {"refused": why}

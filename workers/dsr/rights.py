@@ -1,4 +1,4 @@
-"""Rectification, restriction and objection, each as DOMAIN.md section 1 describes it.
+"""Rectification, restriction and objection, as docs/rules.md "Data-subject requests" says.
 
 * Rectification (POPIA s24; GDPR art 16, 19): only fields the data map marks
   correctable; before and after go into the audit as keyed digests, never raw

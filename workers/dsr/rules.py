@@ -49,7 +49,7 @@ class Status(StrEnum):
 FINAL = frozenset({Status.COMPLETED, Status.PARTIALLY_COMPLETED, Status.REFUSED})
 
 #: Rights that act on or disclose data: they run only for a verified identity
-#: (DOMAIN.md 1 "verify identity first"; section 5: no destructive action unverified).
+#: (docs/rules.md "Identity"; "What is never allowed": no destructive action unverified).
 NEEDS_VERIFICATION = frozenset(
     {RequestKind.ACCESS, RequestKind.PORTABILITY, RequestKind.ERASURE, RequestKind.RECTIFICATION}
 )
@@ -159,7 +159,7 @@ def _later(a: ActiveHold | None, b: ActiveHold) -> ActiveHold:
 def account_holds(
     retention: Retention, tenant_id: str, account: Account, today: date
 ) -> dict[str, ActiveHold]:
-    """The binding hold per retention group for one account's records (DOMAIN 2: per record)."""
+    """The binding hold per retention group for one account's records (per record)."""
     binding: dict[str, ActiveHold] = {}
     accountable = tenant_id in retention.accountable_institutions
     for hold in retention.holds:

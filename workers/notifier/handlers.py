@@ -1,12 +1,15 @@
 """Notifier: tells each subject what a worker decided they must be told, once.
 
-Rules served (DOMAIN.md sections 1, 3 and 4): the answer, extension, refusal and readiness
-notices of a data-subject request (GDPR art 12(3)-(4); PAIA s57; POPIA s23-25),
-the notice before a restriction is lifted (POPIA s14(8)), the consent
-confirmation with the sender's identity and an opt-out (POPIA s69(4)), and the
-security-compromise notice with its four parts, in writing (POPIA s22(4)-(5)).
-The templates carry the wording (``workers/notifier/templates``); this worker
-makes sure the notice reaches the subject exactly once, through the transports
+Rules served (docs/rules.md "Answers", "Security compromises", "Direct-marketing
+consent"): the answer, extension, refusal and readiness notices of a data-subject
+request (GDPR art 12(3)-(4); PAIA s57-s58; POPIA s23-25), the notice before a
+restriction is lifted (POPIA s14(8)), the consent confirmation with the sender's
+identity and an opt-out (POPIA s69(4)), and the security-compromise notice with
+its four parts. Notices that must arrive complete (breach notices, POPIA
+s22(4)-(5); final answers; extensions) go by e-mail or post, never cut down to
+an SMS (``channel_order``); letters are written for the print run. The templates
+carry the wording (``workers/notifier/templates``); this worker makes sure the
+notice reaches the subject exactly once, through the transports
 of ``infra/transports``.
 
 Exactly once, step by step (the worker is not ``transactional``: the runtime

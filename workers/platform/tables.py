@@ -149,8 +149,8 @@ DROP TABLE suppression_list;
 ALTER TABLE suppression_list_v2 RENAME TO suppression_list;
 """
 
-#: Holds apply per record (DOMAIN 2): a note may be about one account, and a judgment
-#: debt prescribes 30 years from the judgment.
+#: Holds apply per record (docs/rules.md "Erasure and retention holds"): a note may be
+#: about one account, and a judgment debt prescribes 30 years from the judgment.
 RECORD_LINKS = """
 ALTER TABLE accounts ADD COLUMN judgment_on TEXT;
 ALTER TABLE notes ADD COLUMN account_id TEXT;

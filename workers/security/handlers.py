@@ -1,6 +1,6 @@
 """Security worker: alerts become incidents; a compromise is notified once, in phases.
 
-Rules enforced (DOMAIN.md section 3; pure rules in ``workers/security/rules.py``):
+Rules enforced (docs/rules.md "Security compromises"; pure rules in ``workers/security/rules.py``):
 
 * Correlation: an alert joins the open incident of its fingerprint (tenant plus
   the configured fields) within ``security_window_s``: its count and timeline
@@ -16,7 +16,7 @@ Rules enforced (DOMAIN.md section 3; pure rules in ``workers/security/rules.py``
   (POPIA s22(1): personal data involvement suspected or confirmed), and again
   when an alleged compromise is confirmed.
 * The regulator report record is drafted at that moment with the fields of
-  DOMAIN.md 3 and the GDPR art 33(1) clock: 72 hours from awareness (the
+  POPIA s22 and the GDPR art 33(1) clock: 72 hours from awareness (the
   detection time of the alert that gave the grounds). The periodic sweep
   (``tick``) flags unsent reports due within ``security_report_warn_h`` and
   overdue ones, once per state, as audit and log events; ``incidents list``

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-import sqlite3
 from datetime import UTC, datetime, timedelta
 
 from config.settings import Settings
 from infra.publisher import Publisher
 from infra.runtime.service import Service
 from messages.security import SecurityAlert, SecurityAlertPayload
-from tests.support.dsr import DATAMAP, answered, package_document, request, sql
+from tests.support.dsr import (
+    DATAMAP,
+    answered,
+    execute,
+    off_loop,
+    package_document,
+    request,
+    sql,
+)
 from tests.support.helpers import ServiceFactory, wait_until
 from workers.security import SecurityWorker
 
@@ -21,9 +28,11 @@ async def test_the_access_package_says_why_from_where_to_whom_and_how_long(
     start_service: ServiceFactory,
 ) -> None:
     db = settings.db_path
-    with sqlite3.connect(db) as conn:  # a column a tenant added that the map does not know
-        conn.execute("ALTER TABLE notes ADD COLUMN mood TEXT")
-        conn.execute("UPDATE notes SET mood = 'hostile' WHERE subject_ref = 'debtor-open'")
+    # a column a tenant added that the map does not know
+    await off_loop(execute, db, "ALTER TABLE notes ADD COLUMN mood TEXT")
+    await off_loop(
+        execute, db, "UPDATE notes SET mood = 'hostile' WHERE subject_ref = 'debtor-open'"
+    )
     await start_service([SecurityWorker(settings)])
     await publisher.publish(
         SecurityAlert(

@@ -11,7 +11,17 @@ from config.settings import Settings
 from infra.publisher import Publisher
 from infra.runtime.service import Service
 from messages.registry import decode
-from tests.support.dsr import DATAMAP, EMAIL, add_account, answered, plant, request, sql
+from tests.support.dsr import (
+    DATAMAP,
+    EMAIL,
+    add_account,
+    answered,
+    execute,
+    off_loop,
+    plant,
+    request,
+    sql,
+)
 from tests.support.helpers import consent_changed, contactable, drain_queue, wait_until
 from workers.dsr import DsrWorker
 from workers.dsr.sweeps import run_all
@@ -35,9 +45,10 @@ async def test_an_older_grant_arriving_after_the_erasure_changes_nothing(
     await publisher.publish(request("r-forget", "erasure", "debtor-gone"))
     assert await answered(db, "r-forget") == "completed"
     before_erasure = datetime.now(UTC) - timedelta(days=1)
-    plant(db, "acme", "debtor-again", account="closed", closed="2015-06-30", account_id="acc-9")
-    with sqlite3.connect(db) as conn:  # a new reference, the same e-mail address
-        conn.execute("DELETE FROM consent_state WHERE subject_ref = 'debtor-again'")
+    await off_loop(
+        plant, db, "acme", "debtor-again", account="closed", closed="2015-06-30", account_id="acc-9"
+    )  # a new reference, the same e-mail address
+    await off_loop(execute, db, "DELETE FROM consent_state WHERE subject_ref = 'debtor-again'")
     await publisher.publish(consent_changed("debtor-gone", occurred_at=before_erasure))
     await publisher.publish(consent_changed("debtor-again", occurred_at=before_erasure))
     await consent_applied(settings, 2)
@@ -78,17 +89,23 @@ async def test_holds_apply_per_record_not_per_subject(
     dsr: Service, publisher: Publisher, settings: Settings
 ) -> None:
     db = settings.db_path
-    plant(db, "bravo", "debtor-mixed", account="open", account_id="acc-open", id_number=OTHER_ID)
-    with sqlite3.connect(db) as conn:  # a second debt, written off and prescribed long ago
-        add_account(
-            conn,
-            "bravo",
-            "debtor-mixed",
-            "acc-old",
-            "written_off",
-            paid="2016-01-01",
-            note="Agreed to pay the old debt",
+
+    def plant_two_debts() -> None:  # one open, one written off and prescribed long ago
+        plant(
+            db, "bravo", "debtor-mixed", account="open", account_id="acc-open", id_number=OTHER_ID
         )
+        with sqlite3.connect(db, timeout=30) as conn:
+            add_account(
+                conn,
+                "bravo",
+                "debtor-mixed",
+                "acc-old",
+                "written_off",
+                paid="2016-01-01",
+                note="Agreed to pay the old debt",
+            )
+
+    await off_loop(plant_two_debts)
     await publisher.publish(request("r-mixed", "erasure", "debtor-mixed", tenant="bravo"))
     assert await answered(db, "r-mixed") == "partially_completed"
 
@@ -112,32 +129,39 @@ async def test_an_unlisted_debt_type_and_a_judgment_debt_keep_the_debtor_until_t
 ) -> None:
     db = settings.db_path
     a_year_ago = (datetime.now(UTC) - timedelta(days=365)).date().isoformat()
-    for subject, account, debt_type, judgment in [
+    cases = [
         ("debtor-card", "acc-card", "credit_card", None),
         ("debtor-judged", "acc-judged", "judgment", "2016-03-03"),
-    ]:
-        plant(
-            db,
-            "bravo",
-            subject,
-            account="closed",
-            closed="2015-01-01",
-            account_id="acc-x-" + subject,
-            id_number=OTHER_ID,
-        )
-        with sqlite3.connect(db) as conn:
-            conn.execute("DELETE FROM accounts WHERE subject_ref = ?", (subject,))
-            add_account(
-                conn,
+    ]
+
+    def plant_cases() -> None:
+        for subject, account, debt_type, judgment in cases:
+            plant(
+                db,
                 "bravo",
                 subject,
-                account,
-                "written_off",
-                paid=a_year_ago if judgment is None else "2015-05-05",
-                debt_type=debt_type,
-                judgment_on=judgment,
+                account="closed",
+                closed="2015-01-01",
+                account_id="acc-x-" + subject,
+                id_number=OTHER_ID,
             )
+            with sqlite3.connect(db, timeout=30) as conn:
+                conn.execute("DELETE FROM accounts WHERE subject_ref = ?", (subject,))
+                add_account(
+                    conn,
+                    "bravo",
+                    subject,
+                    account,
+                    "written_off",
+                    paid=a_year_ago if judgment is None else "2015-05-05",
+                    debt_type=debt_type,
+                    judgment_on=judgment,
+                )
+
+    await off_loop(plant_cases)
+    for subject, *_ in cases:
         await publisher.publish(request(f"r-{subject}", "erasure", subject, tenant="bravo"))
+    for subject, *_ in cases:
         assert await answered(db, f"r-{subject}") == "partially_completed"
         assert sql(db, "SELECT count(*) FROM debtors WHERE subject_ref = ?", subject) == [(1,)]
     card = sql(
@@ -186,8 +210,8 @@ async def test_erasure_forgets_what_privacyops_itself_keeps_about_the_subject(
 
     await publisher.publish(request("r-bye", "erasure", "debtor-gone"))
     assert await answered(db, "r-bye") == "completed"
-    with sqlite3.connect(db) as conn:  # the notifier delivers what was still queued
-        conn.execute("UPDATE notification_outbox SET status = 'sent'")
+    # the notifier delivers what was still queued
+    await off_loop(execute, db, "UPDATE notification_outbox SET status = 'sent'")
     worker = dsr.workers[0]
     assert isinstance(worker, DsrWorker)
     report = await run_all(worker, dsr.store, dsr.outboxes, datetime.now(UTC))
