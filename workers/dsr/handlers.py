@@ -4,17 +4,25 @@ Rules enforced (docs/rules.md "Data-subject requests", "Identity", "Deadlines",
 "Answers", "Erasure and retention holds"; pure rules in ``workers/dsr/rules.py``):
 
 * Every request is answered within one calendar month of receipt (GDPR art
-  12(3); the privacy policy); an extension is decided before the due date, with
-  reasons, and told to the subject (``dsr.extended``).
+  12(3); the privacy policy), a POPIA access request within 30 days when that is
+  earlier (PAIA s56), counted in the tenant's local dates; an extension is
+  decided before the due date by this worker's clock, with reasons, and told to
+  the subject (``dsr.extended``); POPIA's other rights get none.
 * Access (POPIA s23; GDPR art 15) and portability (GDPR art 20) disclose data,
   erasure (POPIA s24; GDPR art 17) and rectification (POPIA s24; GDPR art 16)
   change it, and lifting a restriction (POPIA s14(8)) ends a protection: all of
   them wait for a verified identity (POPIA s19, s23). Until ``dsr.verified``
-  arrives the request is ``awaiting_verification`` and nothing is touched.
+  arrives the request is ``awaiting_verification`` and nothing is touched;
+  ``dsr.verified`` records who verified and how. A request whose reference and
+  ID number name different people is refused before anything is read.
 * Erasure yields to retention duties: see ``workers.dsr.erasure``.
 * Every step is a stored transition with what, when and why; every outcome is
   told to the subject through the notification outbox, never with the data
-  itself (the access package goes by an expiring token).
+  itself (the access package goes by an expiring token). A final answer says
+  what was done, what was kept and why, and how to complain
+  (``workers.dsr.answers``).
+* Restrictions, their lifting and objections reach the recipients
+  (``workers.dsr.recipients``).
 
 DSR traffic is small and each request reads across many tables, so handlers
 read through the batch's transaction as they go (``prepare`` keeps it) rather
