@@ -117,6 +117,7 @@ def run_cli(
         "PRIVACYOPS_AMQP_URL": settings.amqp_url.get_secret_value(),
         "PRIVACYOPS_NAMESPACE": settings.namespace,
         "PRIVACYOPS_DB_PATH": str(settings.db_path),
+        "PRIVACYOPS_EXPORT_KEY_FILE": str(settings.export_key_file),
         "PRIVACYOPS_RETRY_DELAYS_MS": json.dumps(settings.retry_delays_ms),
         "PRIVACYOPS_LOG_FORMAT": "json",
         "PRIVACYOPS_WORKERS": '["consent"]',
