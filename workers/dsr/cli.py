@@ -94,7 +94,8 @@ def _show(args: argparse.Namespace, app: App) -> int:
         async with store.transaction() as tx:
             row = await tx.fetchone(
                 "SELECT tenant_id, request_id, kind, regime, subject_ref, status, received_at,"
-                " due_on, extended, outcome FROM dsr_requests WHERE request_id = ?"
+                " due_on, extended, outcome, verified_by, verification_method, verified_at"
+                " FROM dsr_requests WHERE request_id = ?"
                 " AND (? IS NULL OR tenant_id = ?)",
                 (args.request_id, args.tenant, args.tenant),
             )
@@ -116,6 +117,9 @@ def _show(args: argparse.Namespace, app: App) -> int:
             "due_on",
             "extended",
             "outcome",
+            "verified_by",
+            "verification_method",
+            "verified_at",
         ]
         shown = dict(zip(keys, row, strict=True))
         shown["outcome"] = json.loads(shown["outcome"]) if shown["outcome"] else None
