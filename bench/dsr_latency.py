@@ -59,7 +59,7 @@ async def main(debtors: int, samples: int, db: Path) -> dict[str, object]:
         async with store.transaction() as tx:
             data = await gather(tx, datamap, "acme", subject, provided_only=False)
         t1 = time.perf_counter()
-        doc = package.document(data, datamap, "bench", portable=False)
+        doc = package.document(data, datamap, retention, "bench", portable=False)
         package.seal(
             package.build_zip(doc),
             key,

@@ -1,7 +1,8 @@
 """The data map and the retention holds, loaded from TOML (data, not code).
 
 ``config/datamap.toml`` describes every table of personal data;
-``config/retention.toml`` the retention duties of DOMAIN.md section 2. Both are
+``config/retention.toml`` the retention duties of docs/rules.md "Erasure and
+retention holds". Both are
 validated here once at start-up; a bad file fails loudly with the field named.
 """
 
@@ -39,6 +40,13 @@ class ColumnMap(_Model):
 class TableMap(_Model):
     description: str
     subject_column: str = "subject_ref"
+    record_column: str | None = Field(
+        None,
+        description="The account a row belongs to, when it does: holds apply per record "
+        "(an account with its payments and the notes about it).",
+    )
+    purposes: list[str] = Field(default_factory=list, description="Why it is processed.")
+    source: str = Field("", description="Where the data comes from (POPIA s23(1)(b)).")
     disclosed_to: list[str] = Field(default_factory=list)
     provided_by_subject: bool = False
     hold_group: str
@@ -47,13 +55,20 @@ class TableMap(_Model):
 
     @model_validator(mode="after")
     def _names_are_identifiers(self) -> Self:
-        for name in [self.subject_column, *self.columns]:
+        for name in [
+            self.subject_column,
+            *([self.record_column] if self.record_column else []),
+            *self.columns,
+        ]:
             if not _IDENT.match(name):
                 raise ValueError(f"{name!r} is not a plain column name")
         return self
 
     def personal_columns(self) -> list[str]:
         return [name for name, column in self.columns.items() if column.personal]
+
+    def categories(self) -> list[str]:
+        return sorted({c.category for c in self.columns.values() if c.personal})
 
 
 class DataMap(_Model):
@@ -85,6 +100,19 @@ class DataMap(_Model):
                 return table_name, column_name, spec, name
         return None
 
+    def tables_in(self, scope: str) -> list[str]:
+        """The tables a restriction scope covers: ``*`` all, a table, or a column category."""
+        if scope == "*":
+            return list(self.tables)
+        table = scope.partition(":")[0]  # "accounts:acc-1": the records of one account
+        if table in self.tables:
+            return [table]
+        return [
+            name
+            for name, table in self.tables.items()
+            if any(column.category == scope for column in table.columns.values())
+        ]
+
     def recipients(self, tables: list[str] | None = None) -> list[str]:
         names = tables if tables is not None else list(self.tables)
         return sorted({r for n in names for r in self.tables[n].disclosed_to})
@@ -99,10 +127,22 @@ class Hold(_Model):
     from_: list[str] = Field(default_factory=list, alias="from")
     years: int | None = None
     years_by_debt_type: dict[str, int] = Field(default_factory=dict)
+    from_by_debt_type: dict[str, list[str]] = Field(default_factory=dict)
     accountable_institutions_only: bool = False
+
+    @model_validator(mode="after")
+    def _every_debt_type_has_a_period(self) -> Self:
+        """A hold counted in years needs a default: an unlisted debt type is never unheld."""
+        if self.when is None and self.years is None:
+            raise ValueError(f"hold {self.name!r}: 'years' (the default period) is required")
+        return self
 
     def period_years(self, debt_type: str) -> int | None:
         return self.years_by_debt_type.get(debt_type, self.years)
+
+    def anchors(self, debt_type: str) -> list[str]:
+        """The account dates the period runs from (the latest present binds)."""
+        return self.from_by_debt_type.get(debt_type, self.from_)
 
 
 class Retention(_Model):

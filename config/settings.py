@@ -12,6 +12,7 @@ import getpass
 import re
 from pathlib import Path
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -20,6 +21,15 @@ _NAME = re.compile(r"^[a-z][a-z0-9_-]{0,40}(\.[a-z0-9_-]{1,40})*$")
 _OPERATOR = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 FingerprintField = Literal["source", "category", "target_system", "target_accounts"]
 DEFAULT_FINGERPRINT: tuple[FingerprintField, ...] = ("source", "category", "target_system")
+
+
+def known_zone(name: str) -> str:
+    """An IANA zone name the zone database knows (``Africa/Johannesburg``)."""
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {name!r}") from None
+    return name
 
 
 def _os_user() -> str:
@@ -100,6 +110,11 @@ class Settings(BaseSettings):
     package_ttl_hours: float = Field(168.0, gt=0, le=24 * 90)
     restriction_lift_notice_hours: float = Field(
         72.0, ge=0, le=24 * 60, description="Notice given before a restriction is lifted (s14(8))."
+    )
+    timezone: str = Field(
+        "Africa/Johannesburg",
+        description="Zone of the dates the law counts in (receipt, due dates, 'today') for "
+        "tenants that name none in the tenants file. South African dates by default.",
     )
     mandatory_purposes: list[str] = Field(
         default_factory=lambda: ["fica_screening", "regulatory_reporting"],
@@ -195,6 +210,11 @@ class Settings(BaseSettings):
         if not _OPERATOR.match(value):
             raise ValueError("operator must be 1-64 letters, digits, '.', '-', '_' or '@'")
         return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        return known_zone(value)
 
     @field_validator("namespace")
     @classmethod

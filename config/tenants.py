@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from config.settings import Settings
+from config.settings import Settings, known_zone
 
 CONFIG_DIR = Path(__file__).resolve().parent
 DEFAULT_PATH = CONFIG_DIR / "tenants.toml"
@@ -37,6 +38,16 @@ class TenantProfile(_Model):
     privacy_contact: str = Field(description="The information officer's contact (POPIA s55).")
     opt_out: str = Field(description="How to opt out of marketing (POPIA s69(4)(b)).")
     sms_opt_out: str = Field("Reply STOP to opt out", max_length=40)
+    timezone: str | None = Field(
+        None,
+        description="Zone of the tenant's legal dates (receipt, due dates); default: the "
+        "timezone setting (Africa/Johannesburg).",
+    )
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str | None) -> str | None:
+        return known_zone(value) if value is not None else None
 
     @property
     def sender_domain(self) -> str:
@@ -58,6 +69,11 @@ class TenantDirectory(_Model):
 
     def profile(self, tenant_id: str) -> TenantProfile | None:
         return self.tenants.get(tenant_id)
+
+    def zone(self, tenant_id: str, default: str) -> ZoneInfo:
+        """The zone a tenant's legal dates are counted in (docs/rules.md "Deadlines")."""
+        profile = self.tenants.get(tenant_id)
+        return ZoneInfo(profile.timezone if profile and profile.timezone else default)
 
 
 def load(path: Path) -> TenantDirectory:

@@ -4,7 +4,7 @@ Events are fixed snake_case names with data as fields (STYLE 8). Context of the
 message being handled (message_id, type, tenant, worker, attempt) is bound with
 structlog's contextvars by the runtime. The redaction processor runs on every
 event before rendering, exceptions included, so personal data that slipped into
-a field or an error text is masked (DOMAIN.md section 5).
+a field or an error text is masked (docs/rules.md "What is never allowed").
 """
 
 from __future__ import annotations

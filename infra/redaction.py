@@ -1,6 +1,6 @@
 """Masking of personal data in text that leaves the store: logs, errors, headers.
 
-Two layers (DOMAIN.md section 5: no personal information in logs, exception
+Two layers (docs/rules.md "What is never allowed": no personal information in logs, exception
 messages or dead-letter headers):
 
 * by key: a field whose name says it holds personal data (``email``,

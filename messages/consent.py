@@ -1,4 +1,6 @@
-"""Marketing-consent messages (POPIA s69; GDPR art 7(3); DOMAIN.md section 4).
+"""Marketing-consent messages (POPIA s69; GDPR art 7(3)).
+
+See docs/rules.md "Direct-marketing consent".
 
 ``consent.changed`` comes in from upstream systems: one channel's consent for
 one subject was granted or withdrawn, with where it came from and the evidence.
@@ -26,12 +28,19 @@ class Channel(StrEnum):
 
 
 class ConsentStatus(StrEnum):
+    """``refused``: a person who is not a customer refused when asked (POPIA s69(2)(a)).
+
+    Like ``withdrawn`` it forbids marketing; unlike it, it also means "never ask
+    again": senders must not request this person's consent a second time.
+    """
+
     GRANTED = "granted"
     WITHDRAWN = "withdrawn"
+    REFUSED = "refused"
 
 
 class ConsentSource(StrEnum):
-    """How the change reached the tenant: part of the evidence (DOMAIN.md 4)."""
+    """How the change reached the tenant: part of the evidence (GDPR art 7(1))."""
 
     WEB_FORM = "web_form"
     SMS_STOP_REPLY = "sms_stop_reply"
@@ -46,8 +55,26 @@ class ConsentSource(StrEnum):
 Purpose = Annotated[
     str,
     StringConstraints(pattern=r"^[a-z][a-z0-9_]{1,63}$"),
-    Field(description="What the consent covers.", examples=["direct_marketing"]),
+    Field(
+        description="What the consent covers. Every purpose except the service purposes "
+        "(service_messages, account_notices, payment_reminders) is direct marketing.",
+        examples=["direct_marketing"],
+    ),
 ]
+
+#: The purpose an objection to direct marketing names (POPIA s11(3)(b), GDPR art 21(2)).
+DIRECT_MARKETING = "direct_marketing"
+
+#: Purposes that are not direct marketing: messages about the subject's own account.
+#: Every other purpose counts as marketing (docs/rules.md: consent is per purpose, and an
+#: objection to direct marketing covers every marketing purpose), so a purpose nobody
+#: classified is protected as marketing rather than exposed as a service message.
+SERVICE_PURPOSES = frozenset({"service_messages", "account_notices", "payment_reminders"})
+
+
+def is_marketing(purpose: str) -> bool:
+    """Whether a consent purpose is direct marketing (anything but a service purpose)."""
+    return purpose not in SERVICE_PURPOSES
 
 
 class Evidence(Frozen):

@@ -1,4 +1,6 @@
-"""Data-subject request messages (POPIA s23-s25, s11, s14; GDPR art 12-21; DOMAIN.md 1).
+"""Data-subject request messages (POPIA s23-s25, s11, s14; GDPR art 12-21).
+
+See docs/rules.md "Data-subject requests".
 
 Inbound from upstream (the tenant's portal, call centre or mail room):
 
@@ -10,8 +12,9 @@ Inbound from upstream (the tenant's portal, call centre or mail room):
 
 Outbound, for recipients and ops:
 
-* ``subject.rectified`` / ``subject.erased``: tell the recipients the data was
-  disclosed to (POPIA s24(3), GDPR art 19);
+* ``subject.rectified`` / ``subject.erased`` / ``subject.restricted`` /
+  ``subject.restriction_lifted`` / ``subject.objected``: tell the recipients the
+  data was disclosed to (POPIA s24(3), GDPR art 19, 21);
 * ``dsr.overdue``: a request is due within 7 days or past due.
 
 Subject identifiers other than the opaque ``subject_ref`` (ID number, e-mail,
@@ -71,14 +74,18 @@ class RequestKind(StrEnum):
 
 
 class Regime(StrEnum):
-    """Which law the request is made under: it sets the extension allowed (DOMAIN.md 1)."""
+    """Which law the request is made under: it sets the deadlines (docs/rules.md "Deadlines")."""
 
     POPIA = "popia"
     GDPR = "gdpr"
 
 
 class SubjectIdentifiers(Frozen):
-    """Who the request is about: the opaque reference, or an identifier to look it up by."""
+    """Who the request is about: the opaque reference, or an identifier to look it up by.
+
+    When both ``subject_ref`` and ``id_number`` are given, the DSR worker checks that
+    they name the same person and refuses the request when they do not.
+    """
 
     subject_ref: SubjectRef | None = None
     id_number: SaIdNumber | None = None
@@ -171,8 +178,15 @@ class DsrRequested(Envelope):
 
 class DsrVerifiedPayload(Frozen):
     request_id: RequestId
+    verified_by: Annotated[
+        str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@-]{1,127}$")
+    ] = Field(
+        description="Who verified the identity: a staff or system reference (never a name); "
+        "kept with the request as the evidence of the check.",
+        examples=["agent-17", "kyc-service"],
+    )
     method: Annotated[str, StringConstraints(min_length=2, max_length=64)] = Field(
-        examples=["id_document_and_selfie"]
+        description="How the identity was verified.", examples=["id_document_and_selfie"]
     )
     verified_at: UtcDatetime
 
@@ -215,12 +229,82 @@ class SubjectRectified(Envelope):
     payload: SubjectChangedPayload
 
 
+class SubjectErasedPayload(SubjectChangedPayload):
+    keep_suppressing: Literal[True] = Field(
+        True,
+        description="Marketing senders must erase the subject's data but keep suppressing "
+        "them: the opt-out is never forgotten (NCR reg 58(4)); a consent dated before the "
+        "erasure must not make the subject contactable again.",
+    )
+    suppressed_channels: list[str] = Field(
+        default_factory=list, description="Channels on which the subject stays suppressed."
+    )
+
+
 class SubjectErased(Envelope):
-    """Outbound: recipients of the subject's data must erase it too (GDPR art 17(2), 19)."""
+    """Outbound: recipients must erase the data too, and keep suppressing (GDPR art 17(2), 19)."""
 
     type: Literal["subject.erased"] = "subject.erased"
     version: Literal[1] = 1
-    payload: SubjectChangedPayload
+    payload: SubjectErasedPayload
+
+
+class SubjectRestrictedPayload(Frozen):
+    request_id: RequestId | None = Field(
+        None, description="The restriction or erasure request; None for a retention hold."
+    )
+    subject_ref: SubjectRef
+    scopes: list[str] = Field(description="Restricted scopes: table or category names, * = all.")
+    tables: list[str] = Field(description="Tables of the data map the scopes cover.")
+    grounds: str = Field(
+        description="Why: the subject's grounds (GDPR art 18(1)), or 'retention' for data kept "
+        "under a legal hold after an erasure request."
+    )
+    until: date | None = Field(None, description="When a retention hold ends, if known.")
+    recipients: list[str]
+
+
+class SubjectRestricted(Envelope):
+    """Outbound: recipients must only store the data from now on (GDPR art 18, 19; s14(6))."""
+
+    type: Literal["subject.restricted"] = "subject.restricted"
+    version: Literal[1] = 1
+    payload: SubjectRestrictedPayload
+
+
+class SubjectRestrictionLiftedPayload(Frozen):
+    subject_ref: SubjectRef
+    scopes: list[str]
+    tables: list[str]
+    recipients: list[str]
+
+
+class SubjectRestrictionLifted(Envelope):
+    """Outbound: a restriction was lifted, after the subject was told (s14(8); GDPR art 19)."""
+
+    type: Literal["subject.restriction_lifted"] = "subject.restriction_lifted"
+    version: Literal[1] = 1
+    payload: SubjectRestrictionLiftedPayload
+
+
+class SubjectObjectedPayload(Frozen):
+    request_id: RequestId
+    subject_ref: SubjectRef
+    outcomes: dict[Purpose, str] = Field(
+        description="Purpose -> consent_withdrawn_on_every_channel (direct marketing: every "
+        "marketing purpose, every channel), processing_stopped, or "
+        "continued_required_by_legislation."
+    )
+    since: UtcDatetime = Field(description="When the objection was made: it applies from then.")
+    recipients: list[str]
+
+
+class SubjectObjected(Envelope):
+    """Outbound: stop processing for the purposes objected to (POPIA s11(3); GDPR art 21)."""
+
+    type: Literal["subject.objected"] = "subject.objected"
+    version: Literal[1] = 1
+    payload: SubjectObjectedPayload
 
 
 class DsrOverduePayload(Frozen):
@@ -264,6 +348,9 @@ INBOUND: tuple[type[Envelope], ...] = (DsrRequested, DsrVerified, DsrExtended)
 OUTBOUND: tuple[type[Envelope], ...] = (
     SubjectRectified,
     SubjectErased,
+    SubjectRestricted,
+    SubjectRestrictionLifted,
+    SubjectObjected,
     DsrOverdue,
     PortabilityHandover,
 )

@@ -34,6 +34,7 @@ class NoticeKind(StrEnum):
     DSR_EXTENDED = "dsr_extended"
     DSR_COMPLETED = "dsr_completed"
     DSR_REFUSED = "dsr_refused"
+    DSR_DEEMED_REFUSED = "dsr_deemed_refused"
     DSR_PACKAGE_READY = "dsr_package_ready"
     RESTRICTION_LIFTING = "restriction_lifting"
     CONSENT_CONFIRMATION = "consent_confirmation"
@@ -42,8 +43,11 @@ class NoticeKind(StrEnum):
 
 
 class NoticeChannel(StrEnum):
+    """``post``: a letter to the subject's postal address (written for the print run)."""
+
     EMAIL = "email"
     SMS = "sms"
+    POST = "post"
 
 
 class NoticeSendPayload(Frozen):
@@ -51,7 +55,9 @@ class NoticeSendPayload(Frozen):
     subject_ref: SubjectRef
     kind: NoticeKind
     channel: NoticeChannel | None = Field(
-        None, description="None: the subject's first available channel (e-mail, then SMS)."
+        None,
+        description="None: the subject's first available channel (e-mail, then SMS; for "
+        "notices that must be in writing, e-mail then post).",
     )
     context: dict[str, Any] = Field(
         default_factory=dict,

@@ -1,4 +1,6 @@
-"""Security messages: alerts in, incidents and protective commands out (DOMAIN.md 3).
+"""Security messages: alerts in, incidents and protective commands out.
+
+See docs/rules.md "Security compromises".
 
 Inbound from detection systems (auth service, WAF, IDS, DLP, staff reports):
 
@@ -138,7 +140,7 @@ class IncidentStatus(StrEnum):
 
 
 class Compromise(StrEnum):
-    """Regulator report field: the compromise is alleged or confirmed (DOMAIN.md 3)."""
+    """Regulator report field: the compromise is alleged or confirmed (POPIA s22)."""
 
     ALLEGED = "alleged"
     CONFIRMED = "confirmed"
@@ -281,6 +283,13 @@ class IncidentEscalatedPayload(Frozen):
     severity_score: float
     status: IncidentStatus
     contact: str = Field(description="The on-call security contact (settings).")
+    decision_needed: Literal["personal_data_involvement"] | None = Field(
+        None,
+        description="Set when the incident scores high or very high while nobody has said "
+        "whether personal information is involved: someone must decide now whether there "
+        "are reasonable grounds to believe it was compromised (POPIA s22(1)); "
+        "`privacyops incidents confirm` records a compromise.",
+    )
 
 
 class IncidentEscalated(Envelope):

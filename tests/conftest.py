@@ -107,6 +107,7 @@ def settings(amqp_url: str, namespace: str, tmp_path: Path, store_url: str | Non
         namespace=namespace,
         store_url=store_url,
         db_path=tmp_path / "store.db",
+        export_key_file=tmp_path / "export.key",
         retry_delays_ms=[50, 100, 200],
         batch_window_ms=5,
         shutdown_drain_s=5,

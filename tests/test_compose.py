@@ -191,4 +191,3 @@ def test_the_postgresql_override_runs_the_workers_on_postgresql() -> None:
     )
     assert settings.store_url is not None
     assert "--processes" in workers["command"]
-

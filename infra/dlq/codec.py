@@ -14,7 +14,7 @@ Two kinds of dead letter reach ``ns.<worker>.dlq``:
   privacyops moves such a message it copies those facts into its own headers
   (``normalise``): reading a broker dead letter never loses why it died.
 
-Personal data (DOMAIN.md section 5): ``mask_body`` masks by key and by shape but
+Personal data (docs/rules.md "What is never allowed"): ``mask_body`` masks by key and by shape but
 keeps the structure, so an admin sees which field is wrong without seeing whose
 data it is. Only ``dlq show --reveal`` prints a body whole, and that is audited.
 """

@@ -113,6 +113,16 @@ NOTICE_RELAYED = (
 )
 NOTICE_STATUS = "UPDATE notification_outbox SET status = ? WHERE tenant_id = ? AND notice_id = ?"
 NOTICE_KNOWN = "SELECT 1 FROM notification_outbox WHERE tenant_id = ? AND notice_id = ?"
+#: Erasure (workers/dsr/forget.py): a subject's notices, and reducing a delivered one to what
+#: the audit needs. A notice still on its way keeps its context until it is sent or failed.
+NOTICES_OF_SUBJECT = (
+    "SELECT notice_id, status FROM notification_outbox WHERE tenant_id = ? AND subject_ref = ?"
+)
+NOTICE_FINAL = ("sent", "failed")
+NOTICE_FORGET = (
+    "UPDATE notification_outbox SET context = ?, subject_ref = ? WHERE tenant_id = ?"
+    " AND notice_id = ? AND status IN ('sent', 'failed')"
+)
 
 
 def set_notice_status(tx: Transaction, tenant_id: str, notice_id: str, status: str) -> None:

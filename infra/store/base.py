@@ -27,6 +27,9 @@ class Transaction(Protocol):
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         """Run one write now; the number of rows it changed."""
 
+    async def columns(self, table: str) -> list[str]:
+        """The column names of a table (the data map is checked against them)."""
+
     async def execute_script(self, script: str) -> None:
         """Run several statements (a migration) inside this transaction."""
 

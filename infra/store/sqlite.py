@@ -80,6 +80,11 @@ class SqliteTransaction:
         await cursor.close()
         return count
 
+    async def columns(self, table: str) -> list[str]:
+        """The column names of a table, in order; empty when it does not exist."""
+        rows = await self.fetchall("SELECT name FROM pragma_table_info(?) ORDER BY cid", (table,))
+        return [str(name) for (name,) in rows]
+
     async def execute_script(self, script: str) -> None:
         """Each statement of ``script`` in turn, inside this transaction.
 

@@ -1,4 +1,4 @@
-"""Transports for notices: e-mail (SMTP, files) and SMS (HTTP gateway, files).
+"""Transports for notices: e-mail (SMTP, files), SMS (HTTP gateway, files), post (files).
 
 A transport takes one rendered message and returns the provider's reference,
 or raises ``ProviderUnavailable`` (retryable) or ``ProviderRejected``
@@ -9,8 +9,8 @@ business (``workers/notifier``); this package only carries it.
 from __future__ import annotations
 
 from config.settings import Settings
-from infra.transports.base import EmailSender, SmsSender
-from infra.transports.files import FileEmailSender, FileSmsSender
+from infra.transports.base import EmailSender, LetterSender, SmsSender
+from infra.transports.files import FileEmailSender, FileLetterSender, FileSmsSender
 from infra.transports.sms_gateway import HttpSmsSender
 from infra.transports.smtp import SmtpSender
 
@@ -27,3 +27,8 @@ def sms_sender(settings: Settings) -> SmsSender:
     if settings.notify_sms_transport == "http":
         return HttpSmsSender(settings)
     return FileSmsSender(settings.notify_dir)
+
+
+def letter_sender(settings: Settings) -> LetterSender:
+    """Letters: written for the print run under ``notify_dir/post`` (the only post transport)."""
+    return FileLetterSender(settings.notify_dir)

@@ -44,6 +44,18 @@ class Sms:
     text: str
 
 
+@dataclass(frozen=True)
+class Letter:
+    """A notice on paper: the address block and the full text (POPIA s22(4): by post)."""
+
+    notice_id: str
+    sender_name: str
+    sender_address: str
+    to: str
+    subject: str
+    text: str
+
+
 class EmailSender(Protocol):
     transport: str
 
@@ -58,6 +70,21 @@ class SmsSender(Protocol):
     async def send(self, sms: Sms) -> str: ...
 
     async def close(self) -> None: ...
+
+
+class LetterSender(Protocol):
+    transport: str
+
+    async def send(self, letter: Letter) -> str: ...
+
+    async def close(self) -> None: ...
+
+
+def check_postal(address: str) -> str:
+    """A postal address worth printing: at least a line and a place, no control characters."""
+    if len(address.strip()) < 8 or any(ord(c) < 32 and c != "\n" for c in address):
+        raise ProviderRejected("invalid postal address")
+    return address
 
 
 def message_id(notice_id: str, domain: str) -> str:

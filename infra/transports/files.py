@@ -1,7 +1,9 @@
 """The file channel: the embedded default, so a demo needs no provider.
 
 E-mails are written as ``<dir>/email/<notice_id>.eml`` (RFC 5322, readable by
-any mail client), SMS as ``<dir>/sms/<notice_id>.txt``. The notice_id is the
+any mail client), SMS as ``<dir>/sms/<notice_id>.txt``, letters as
+``<dir>/post/<notice_id>.txt`` (the print run: the tenant's mail room or print
+provider prints and posts each file; there is no other post transport). The notice_id is the
 file name, so writing the same notice again replaces the file: idempotent by
 construction. Writes go to a temporary file renamed into place, so a crash
 never leaves half a notice. The files hold addresses and bodies: the directory
@@ -14,7 +16,15 @@ import asyncio
 import os
 from pathlib import Path
 
-from infra.transports.base import Email, Sms, check_email, compose, normalise_phone
+from infra.transports.base import (
+    Email,
+    Letter,
+    Sms,
+    check_email,
+    check_postal,
+    compose,
+    normalise_phone,
+)
 from messages.errors import ProviderUnavailable
 
 
@@ -45,6 +55,28 @@ class FileSmsSender:
         text = f"From: {sms.sender_id}\nTo: {to}\nReference: {sms.notice_id}\n\n{sms.text}\n"
         await asyncio.to_thread(_write, self.directory / f"{sms.notice_id}.txt", text.encode())
         return sms.notice_id
+
+    async def close(self) -> None:
+        """Nothing held."""
+
+
+class FileLetterSender:
+    """Letters for the print run, one file each, named by the notice_id (idempotent)."""
+
+    transport = "file"
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory / "post"
+
+    async def send(self, letter: Letter) -> str:
+        to = check_postal(letter.to)
+        text = (
+            f"{letter.sender_name}\n{letter.sender_address}\n\n{to}\n\n"
+            f"Reference: {letter.notice_id}\n\n{letter.subject}\n\n{letter.text}"
+        )
+        path = self.directory / f"{letter.notice_id}.txt"
+        await asyncio.to_thread(_write, path, text.encode())
+        return letter.notice_id
 
     async def close(self) -> None:
         """Nothing held."""

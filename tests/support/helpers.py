@@ -60,6 +60,7 @@ def consent_changed(
     occurred_at: datetime | None = None,
     source: str = "web_form",
     reference: str = "form-1",
+    purpose: str = "direct_marketing",
     **evidence: Any,
 ) -> ConsentChanged:
     return ConsentChanged(
@@ -68,6 +69,7 @@ def consent_changed(
         payload=ConsentChangedPayload(
             subject_ref=subject_ref,
             channel=channel,  # type: ignore[arg-type]
+            purpose=purpose,
             status=status,  # type: ignore[arg-type]
             source=source,  # type: ignore[arg-type]
             evidence=Evidence(reference=reference, **evidence),
@@ -130,6 +132,7 @@ def run_cli(
         "PRIVACYOPS_AMQP_URL": settings.amqp_url.get_secret_value(),
         "PRIVACYOPS_NAMESPACE": settings.namespace,
         **store_env(settings),
+        "PRIVACYOPS_EXPORT_KEY_FILE": str(settings.export_key_file),
         "PRIVACYOPS_RETRY_DELAYS_MS": json.dumps(settings.retry_delays_ms),
         "PRIVACYOPS_LOG_FORMAT": "json",
         "PRIVACYOPS_WORKERS": '["consent"]',
@@ -143,4 +146,21 @@ def run_cli(
         text=True,
         timeout=60,
         check=False,
+    )
+
+
+async def contactable(
+    store: Store,
+    settings: Settings,
+    tenant_id: str,
+    subject_ref: str,
+    channel: str,
+    purpose: str = "direct_marketing",
+) -> bool:
+    """``is_contactable`` with the digest key of the test's settings."""
+    from workers.consent import is_contactable
+    from workers.platform.keys import digest_key
+
+    return await is_contactable(
+        store, tenant_id, subject_ref, channel, purpose, digest_key=digest_key(settings)
     )

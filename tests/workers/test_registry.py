@@ -97,7 +97,10 @@ async def test_a_worker_defined_here_runs_beside_a_registered_one(
     verified = DsrVerified(
         tenant_id="acme",
         payload=DsrVerifiedPayload(
-            request_id="r-1", method="id_check", verified_at=datetime.now(UTC)
+            request_id="r-1",
+            verified_by="agent-1",
+            method="id_check",
+            verified_at=datetime.now(UTC),
         ),
     )
     await publisher._publisher.publish(  # type: ignore[union-attr]

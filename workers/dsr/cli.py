@@ -10,12 +10,13 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
+from config import tenants as tenant_config
 from infra.cli import App, SubParsers
 from infra.store import Store
 from messages.errors import RuleViolation
 from workers.dsr import package
 from workers.dsr.handlers import DsrWorker
-from workers.dsr.rules import deadline_state
+from workers.dsr.rules import deadline_state, local_date
 from workers.dsr.sweeps import run_all
 
 
@@ -65,12 +66,16 @@ def _list(args: argparse.Namespace, app: App) -> int:
             rows = await tx.fetchall(LIST_SQL, (args.tenant, args.tenant))
         return [dict(zip(FIELDS, row, strict=True)) for row in rows]
 
-    today = datetime.now(UTC).date()
+    now = datetime.now(UTC)
+    directory = tenant_config.from_settings(app.settings)
     rows = app.with_store(fetch)
     for row in rows:
         final = row["status"] in ("completed", "partially_completed", "refused")
+        zone = directory.zone(row["tenant_id"], app.settings.timezone)
         row["deadline"] = (
-            None if final else deadline_state(date.fromisoformat(row["due_on"]), today)
+            None
+            if final
+            else deadline_state(date.fromisoformat(row["due_on"]), local_date(now, zone))
         )
     if args.overdue:
         rows = [r for r in rows if r["deadline"]]
@@ -90,7 +95,8 @@ def _show(args: argparse.Namespace, app: App) -> int:
         async with store.transaction() as tx:
             row = await tx.fetchone(
                 "SELECT tenant_id, request_id, kind, regime, subject_ref, status, received_at,"
-                " due_on, extended, outcome FROM dsr_requests WHERE request_id = ?"
+                " due_on, extended, outcome, verified_by, verification_method, verified_at"
+                " FROM dsr_requests WHERE request_id = ?"
                 " AND (CAST(? AS TEXT) IS NULL OR tenant_id = ?)",
                 (args.request_id, args.tenant, args.tenant),
             )
@@ -112,6 +118,9 @@ def _show(args: argparse.Namespace, app: App) -> int:
             "due_on",
             "extended",
             "outcome",
+            "verified_by",
+            "verification_method",
+            "verified_at",
         ]
         shown = dict(zip(keys, row, strict=True))
         shown["outcome"] = json.loads(shown["outcome"]) if shown["outcome"] else None

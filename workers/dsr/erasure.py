@@ -1,22 +1,25 @@
-"""Erasure under legal holds (POPIA s24, s14; GDPR art 17; NCR reg 58(4); DOMAIN.md 1-2).
+"""Erasure under legal holds (POPIA s24, s14; GDPR art 17; NCR reg 58(4)).
 
-1. Holds first: the subject's accounts decide which retention groups of the
-   data map must stay (an open account always holds; then the retention periods).
+See docs/rules.md "Erasure and retention holds".
+
+1. Holds first, per record: each account decides which retention groups of
+   its own records (the account, its payments, the notes about it) must stay;
+   data about the subject as a whole stays while any account holds its group,
+   and the identity while any hold at all is active.
 2. What may go is erased as the data map says: the row deleted, or each column
-   nulled, masked or de-identified with a random token (never a hash, which is
-   pseudonymisation: POPIA s14(5)).
+   nulled, masked or de-identified with its own random token (never a hash,
+   which is pseudonymisation: POPIA s14(5)); no de-identified row keeps a link.
 3. What must stay is restricted to storage, with its legal basis and the date
-   it may go, and a deferred erasure is recorded for the hold sweep.
-4. The marketing opt-out survives as a suppression entry: a keyed digest of the
-   contact value per withdrawn channel, and nothing else (NCR reg 58(4)).
+   it may go; recipients are told (``subject.restricted``), and a deferred
+   erasure is recorded for the hold sweep, due when the first held record may go.
+4. The marketing opt-out survives as suppression entries: keyed digests of the
+   subject reference and of each contact value, and nothing else (NCR reg 58(4)).
 
 Every statement names the tenant and the subject: no other row can change.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import uuid
 from dataclasses import dataclass, field
 from datetime import date
@@ -24,7 +27,11 @@ from datetime import date
 from config.datamap import DataMap, Retention, TableMap, add_years
 from infra.runtime.worker import Effects
 from infra.store import Transaction
-from workers.dsr.rules import Account, ActiveHold, active_holds
+from messages.consent import Channel
+from workers.dsr.recipients import tell_restricted
+from workers.dsr.rules import Account, ActiveHold, account_holds, subject_holds
+from workers.platform.keys import keyed_digest
+from workers.platform.optouts import ANY, SUPPRESSION_UPSERT, subject_digest
 from workers.platform.tables import RESTRICTION_UPSERT
 
 MASK = "[erased]"
@@ -34,22 +41,12 @@ DEFERRED_UPSERT = (
     " DO UPDATE SET request_id = excluded.request_id, basis = excluded.basis,"
     " run_after = excluded.run_after"
 )
+RETENTION_RESTRICTIONS_DELETE = (
+    "DELETE FROM restrictions WHERE tenant_id = ? AND subject_ref = ? AND origin = 'retention'"
+)
 DEFERRED_DELETE = (
     "DELETE FROM deferred_erasures WHERE tenant_id = ? AND subject_ref = ? AND hold_group = ?"
 )
-SUPPRESSION_UPSERT = (
-    "INSERT INTO suppression_list (tenant_id, channel, contact_digest, basis, recorded_at,"
-    " expires_on) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (tenant_id, channel, contact_digest)"
-    " DO UPDATE SET expires_on = excluded.expires_on"
-)
-#: Which contact point a marketing channel suppresses.
-CHANNEL_CONTACT = {
-    "email": "email",
-    "sms": "phone",
-    "phone": "phone",
-    "whatsapp": "phone",
-    "post": "postal",
-}
 
 
 @dataclass
@@ -77,16 +74,14 @@ class ErasureResult:
         }
 
 
-def contact_digest(key: bytes, value: str) -> str:
-    """Keyed digest of a normalised contact value: enough to suppress, not to contact."""
-    normalised = "".join(value.lower().split())
-    return hmac.new(key, normalised.encode(), hashlib.sha256).hexdigest()
+def _day(value: str | None) -> date | None:
+    return date.fromisoformat(value) if value else None
 
 
 async def load_accounts(tx: Transaction, tenant_id: str, subject_ref: str) -> list[Account]:
     rows = await tx.fetchall(
-        "SELECT status, debt_type, opened_on, closed_on, last_payment_on FROM accounts"
-        " WHERE tenant_id = ? AND subject_ref = ?",
+        "SELECT status, debt_type, opened_on, closed_on, last_payment_on, account_id,"
+        " judgment_on FROM accounts WHERE tenant_id = ? AND subject_ref = ?",
         (tenant_id, subject_ref),
     )
     return [
@@ -94,10 +89,12 @@ async def load_accounts(tx: Transaction, tenant_id: str, subject_ref: str) -> li
             status,
             debt_type,
             date.fromisoformat(opened),
-            date.fromisoformat(closed) if closed else None,
-            date.fromisoformat(paid) if paid else None,
+            _day(closed),
+            _day(paid),
+            str(account_id),
+            _day(judgment),
         )
-        for status, debt_type, opened, closed, paid in rows
+        for status, debt_type, opened, closed, paid, account_id, judgment in rows
     ]
 
 
@@ -113,64 +110,122 @@ class Eraser:
         self, tx: Transaction, effects: Effects, subject_ref: str, request_id: str, today: date
     ) -> ErasureResult:
         tenant = effects.tenant_id
-        holds = active_holds(
-            self.retention, tenant, await load_accounts(tx, tenant, subject_ref), today
-        )
+        accounts = await load_accounts(tx, tenant, subject_ref)
+        per_account = {
+            a.account_id: account_holds(self.retention, tenant, a, today) for a in accounts
+        }
+        whole = subject_holds(per_account)
         result = ErasureResult()
-        if "consent" not in holds:
+        if "consent" not in whole:
             result.suppressed_channels = await self._keep_opt_outs(tx, effects, subject_ref, today)
+        effects.write(RETENTION_RESTRICTIONS_DELETE, (tenant, subject_ref))  # re-marked below
         for name, table in self.datamap.tables.items():
-            hold = holds.get(table.hold_group)
-            if hold is not None:
-                self._restrict(effects, name, table, subject_ref, request_id, hold)
-                result.held[name] = hold
-                continue
-            count = await self._count(tx, name, table, tenant, subject_ref)
-            if count:
-                self._erase_table(effects, name, table, subject_ref)
-                result.erased[name] = count
-        self._settle_deferred(effects, subject_ref, request_id, holds)
+            held = {
+                account: holds[table.hold_group]
+                for account, holds in per_account.items()
+                if table.record_column and table.hold_group in holds
+            }
+            await self._table(
+                tx, effects, name, table, subject_ref, request_id, whole, held, result
+            )
+        self._settle_deferred(effects, subject_ref, request_id, per_account, whole)
+        if result.held:
+            until = [h.until for h in result.held.values()]
+            tell_restricted(
+                effects,
+                self.datamap,
+                subject_ref,
+                sorted(result.held),
+                "retention",
+                request_id=request_id,
+                until=None if None in until else max(u for u in until if u is not None),
+            )
         return result
 
-    async def _count(
-        self, tx: Transaction, name: str, table: TableMap, tenant: str, subject_ref: str
-    ) -> int:
-        row = await tx.fetchone(
-            f"SELECT count(*) FROM {name} WHERE tenant_id = ? AND {table.subject_column} = ?",
-            (tenant, subject_ref),
-        )
-        return int(row[0]) if row else 0
-
-    def _erase_table(self, effects: Effects, name: str, table: TableMap, subject_ref: str) -> None:
-        where = f"WHERE tenant_id = ? AND {table.subject_column} = ?"
-        key = (effects.tenant_id, subject_ref)
-        if table.erasure == "delete_row":
-            effects.write(f"DELETE FROM {name} {where}", key)
-        else:
-            sets, params = self._column_actions(table)
-            effects.write(f"UPDATE {name} SET {sets} {where}", (*params, *key))
-        effects.audit("subject_data_erased", subject_ref, table=name, erasure=table.erasure)
-
-    @staticmethod
-    def _column_actions(table: TableMap) -> tuple[str, list[str | None]]:
-        sets, params = [], []
-        token = f"anon-{uuid.uuid4().hex}"  # random, unlinkable: de-identified, not hashed
-        for column, spec in table.columns.items():
-            value = {"null": None, "mask": MASK, "deidentify": token}.get(spec.erasure, "keep")
-            if value == "keep":
-                continue
-            sets.append(f"{column} = ?")
-            params.append(value)
-        return ", ".join(sets), params
-
-    def _restrict(
+    async def _table(
         self,
+        tx: Transaction,
         effects: Effects,
         name: str,
         table: TableMap,
         subject_ref: str,
         request_id: str,
+        whole: dict[str, ActiveHold],
+        held_records: dict[str, ActiveHold],
+        result: ErasureResult,
+    ) -> None:
+        """Hold or erase one table's rows: per record where rows belong to an account."""
+        subject_hold = whole.get(table.hold_group)
+        where = f"tenant_id = ? AND {table.subject_column} = ?"
+        params: list[str] = [effects.tenant_id, subject_ref]
+        column = table.record_column
+        if column is None:
+            if subject_hold is not None:
+                self._restrict(effects, name, subject_ref, request_id, subject_hold, result)
+                return
+        else:
+            present = await tx.fetchall(
+                f"SELECT DISTINCT {column} FROM {name} WHERE {where} AND {column} IS NOT NULL",
+                params,
+            )
+            for account in sorted(str(a) for (a,) in present if a in held_records):
+                hold = held_records[account]
+                self._restrict(effects, f"{name}:{account}", subject_ref, request_id, hold, result)
+            if subject_hold is not None:
+                loose = f"{where} AND {column} IS NULL"
+                if await self._count(tx, name, loose, params):
+                    self._restrict(effects, name, subject_ref, request_id, subject_hold, result)
+                where += f" AND {column} IS NOT NULL"
+            if held_records:
+                marks = ", ".join("?" for _ in held_records)
+                where += f" AND ({column} IS NULL OR {column} NOT IN ({marks}))"
+                params += list(held_records)
+        count = await self._count(tx, name, where, params)
+        if count:
+            self._erase_rows(effects, name, table, where, params, subject_ref)
+            result.erased[name] = count
+
+    @staticmethod
+    async def _count(tx: Transaction, name: str, where: str, params: list[str]) -> int:
+        row = await tx.fetchone(f"SELECT count(*) FROM {name} WHERE {where}", params)
+        return int(row[0]) if row else 0
+
+    def _erase_rows(
+        self,
+        effects: Effects,
+        name: str,
+        table: TableMap,
+        where: str,
+        params: list[str],
+        subject_ref: str,
+    ) -> None:
+        if table.erasure == "delete_row":
+            effects.write(f"DELETE FROM {name} WHERE {where}", tuple(params))
+        else:
+            sets, values = self._column_actions(table)
+            effects.write(f"UPDATE {name} SET {sets} WHERE {where}", (*values, *params))
+        effects.audit("subject_data_erased", subject_ref, table=name, erasure=table.erasure)
+
+    @staticmethod
+    def _column_actions(table: TableMap) -> tuple[str, list[str | None]]:
+        """Each column's action; every de-identified column gets its own random token."""
+        sets, params = [], []
+        for column, spec in table.columns.items():
+            if spec.erasure == "keep":
+                continue
+            token = f"anon-{uuid.uuid4().hex}"  # random, unlinkable: de-identified, not hashed
+            sets.append(f"{column} = ?")
+            params.append({"null": None, "mask": MASK, "deidentify": token}[spec.erasure])
+        return ", ".join(sets), params
+
+    def _restrict(
+        self,
+        effects: Effects,
+        scope: str,
+        subject_ref: str,
+        request_id: str,
         hold: ActiveHold,
+        result: ErasureResult,
     ) -> None:
         until = hold.until.isoformat() if hold.until else None
         effects.write(
@@ -178,7 +233,7 @@ class Eraser:
             (
                 effects.tenant_id,
                 subject_ref,
-                name,
+                scope,
                 "retention",
                 hold.basis,
                 request_id,
@@ -186,59 +241,80 @@ class Eraser:
                 until,
             ),
         )
-        effects.audit("subject_data_held", subject_ref, table=name, hold=hold.name, until=until)
+        effects.audit("subject_data_held", subject_ref, table=scope, hold=hold.name, until=until)
+        result.held[scope] = hold
 
     def _settle_deferred(
-        self, effects: Effects, subject_ref: str, request_id: str, holds: dict[str, ActiveHold]
+        self,
+        effects: Effects,
+        subject_ref: str,
+        request_id: str,
+        per_account: dict[str, dict[str, ActiveHold]],
+        whole: dict[str, ActiveHold],
     ) -> None:
+        """One deferred erasure per held group, due when its first held record may go."""
         key = (effects.tenant_id, subject_ref)
         for group in {t.hold_group for t in self.datamap.tables.values()}:
-            hold = holds.get(group)
-            if hold is None:
+            holds = [h[group] for h in per_account.values() if group in h]
+            holds += [whole[group]] if group in whole else []
+            if not holds:
                 effects.write(DEFERRED_DELETE, (*key, group))
                 continue
+            dated = [h for h in holds if h.until is not None]
+            first = min(dated, key=lambda h: h.until or date.max) if dated else holds[0]
             effects.write(
                 DEFERRED_UPSERT,
                 (
                     *key,
                     group,
                     request_id,
-                    hold.basis,
-                    hold.until.isoformat() if hold.until else None,
+                    first.basis,
+                    first.until.isoformat() if first.until else None,
                 ),
             )
 
     async def _keep_opt_outs(
         self, tx: Transaction, effects: Effects, subject_ref: str, today: date
     ) -> list[str]:
-        """Reduce each withdrawn channel to a suppression entry before the data goes."""
+        """Reduce the subject's opt-out to suppression entries before the data goes.
+
+        The subject asked to be forgotten, which no marketing sender may take as a
+        reason to start again: every channel and purpose is suppressed as of now, by
+        keyed digests of the subject reference and of each contact value, so that a
+        grant dated before the erasure that arrives late is barred (NCR reg 58(4)). A
+        refusal when asked (POPIA s69(2)(a)) is kept as "never ask".
+        """
         tenant = effects.tenant_id
-        withdrawn = await tx.fetchall(
-            "SELECT channel FROM consent_state WHERE tenant_id = ? AND subject_ref = ?"
-            " AND status = 'withdrawn'",
-            (tenant, subject_ref),
-        )
         contacts = await tx.fetchall(
-            "SELECT kind, value FROM contact_points WHERE tenant_id = ? AND subject_ref = ?",
+            "SELECT value FROM contact_points WHERE tenant_id = ? AND subject_ref = ?",
             (tenant, subject_ref),
         )
+        refused = await tx.fetchone(
+            "SELECT count(*) FROM consent_history WHERE tenant_id = ? AND subject_ref = ?"
+            " AND status = 'refused'",
+            (tenant, subject_ref),
+        )
+        never_ask = int(bool(refused and refused[0]))
         expires = add_years(today, self.retention.opt_out_years).isoformat()
-        channels = []
-        for (channel,) in withdrawn:
-            values = [v for k, v in contacts if k == CHANNEL_CONTACT.get(channel)]
-            for value in values or [f"subject:{subject_ref}"]:
-                effects.write(
-                    SUPPRESSION_UPSERT,
-                    (
-                        tenant,
-                        channel,
-                        contact_digest(self.digest_key, value),
-                        "NCR reg 58(4): opt-out kept 3 years",
-                        effects.now.isoformat(),
-                        expires,
-                    ),
-                )
-            channels.append(channel)
-        if channels:
-            effects.audit("opt_out_kept_as_suppression", subject_ref, channels=channels)
+        digests = [subject_digest(self.digest_key, subject_ref)]
+        digests += [keyed_digest(self.digest_key, str(value)) for (value,) in contacts]
+        for digest in dict.fromkeys(digests):
+            effects.write(
+                SUPPRESSION_UPSERT,
+                (
+                    tenant,
+                    digest,
+                    ANY,
+                    ANY,
+                    "NCR reg 58(4): opt-out kept 3 years after erasure",
+                    effects.now.isoformat(),
+                    never_ask,
+                    effects.now.isoformat(),
+                    expires,
+                ),
+            )
+        channels = [channel.value for channel in Channel]
+        effects.audit(
+            "opt_out_kept_as_suppression", subject_ref, channels=channels, never_ask=never_ask
+        )
         return channels

@@ -1,8 +1,11 @@
-"""Gathering everything the data map finds for one subject (POPIA s23; GDPR art 15, 20).
+"""Gathering everything held about one subject (POPIA s23; GDPR art 15, 20).
 
-One query per mapped table, each scoped by tenant and subject, plus the
-notes and marks the rights themselves leave: corrections requested but not
-made (POPIA s24: always returned with the data), restrictions and objections.
+One query per mapped table, each scoped by tenant and subject. Every column is
+read: a column the data map does not classify is still the subject's data and
+is returned apart (``unclassified``), never dropped. Beside the tables: what the
+rights themselves leave (corrections requested but not made, always returned
+with the data, POPIA s24; restrictions; objections), the subject's own request
+history, and the security incidents that involved them.
 """
 
 from __future__ import annotations
@@ -21,9 +24,13 @@ class SubjectData:
     tenant_id: str
     subject_ref: str
     tables: dict[str, Rows] = field(default_factory=dict)
+    #: Per table, the values of columns the data map does not classify (row by row).
+    unclassified: dict[str, Rows] = field(default_factory=dict)
     correction_notes: Rows = field(default_factory=list)
     restrictions: Rows = field(default_factory=list)
     objections: Rows = field(default_factory=list)
+    requests: Rows = field(default_factory=list)
+    incidents: Rows = field(default_factory=list)
 
     @property
     def holds_anything(self) -> bool:
@@ -39,18 +46,29 @@ async def gather(
 ) -> SubjectData:
     """Everything held on the subject; ``provided_only`` limits it to portable data."""
     data = SubjectData(tenant_id, subject_ref)
+    key = (tenant_id, subject_ref)
     for name, table in datamap.tables.items():
         if provided_only and not table.provided_by_subject:
             continue
-        columns = list(table.columns)
-        data.tables[name] = await _select(
+        mapped = list(table.columns)
+        extra = [c for c in await tx.columns(name) if c not in mapped and c != "tenant_id"]
+        rows = await _select(
             tx,
-            f"SELECT {', '.join(columns)} FROM {name}"
+            f"SELECT {', '.join(mapped + extra)} FROM {name}"
             f" WHERE tenant_id = ? AND {table.subject_column} = ?",
-            (tenant_id, subject_ref),
-            columns,
+            key,
+            mapped + extra,
         )
-    key = (tenant_id, subject_ref)
+        data.tables[name] = [{c: row[c] for c in mapped} for row in rows]
+        if extra:
+            data.unclassified[name] = [{c: row[c] for c in extra} for row in rows]
+    if provided_only:
+        return data
+    await _marks(tx, data, key)
+    return data
+
+
+async def _marks(tx: Transaction, data: SubjectData, key: tuple[str, str]) -> None:
     data.correction_notes = await _select(
         tx,
         "SELECT field, requested_value, reason, request_id, created_at FROM dsr_correction_notes"
@@ -67,9 +85,35 @@ async def gather(
     )
     data.objections = await _select(
         tx,
-        "SELECT purpose, outcome, recorded_at FROM processing_flags"
+        "SELECT purpose, outcome, objected_at, recorded_at FROM processing_flags"
         " WHERE tenant_id = ? AND subject_ref = ?",
         key,
-        ["purpose", "outcome", "recorded_at"],
+        ["purpose", "outcome", "objected_at", "recorded_at"],
     )
-    return data
+    data.requests = await _select(
+        tx,
+        "SELECT request_id, kind, regime, status, received_at, due_on, extended, outcome"
+        " FROM dsr_requests WHERE tenant_id = ? AND subject_ref = ? ORDER BY received_at",
+        key,
+        ["request_id", "kind", "regime", "status", "received_at", "due_on", "extended", "outcome"],
+    )
+    # The incident's own facts only: never an alert's free text or the unauthorised
+    # party's identity, which may be other people's personal information.
+    data.incidents = await _select(
+        tx,
+        "SELECT i.incident_id, i.category, i.status, i.data_categories, i.compromise,"
+        " i.first_detected_at, s.told_at FROM security_incident_subjects s"
+        " JOIN security_incidents i ON i.tenant_id = s.tenant_id"
+        " AND i.incident_id = s.incident_id WHERE s.tenant_id = ? AND s.subject_ref = ?"
+        " ORDER BY i.first_detected_at",
+        key,
+        [
+            "incident_id",
+            "category",
+            "status",
+            "data_categories",
+            "compromise",
+            "first_detected_at",
+            "told_at",
+        ],
+    )

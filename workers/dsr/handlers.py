@@ -1,19 +1,28 @@
 """Data-subject request worker: the six rights, the verification gate and the deadlines.
 
-Rules enforced (DOMAIN.md sections 1, 2 and 5; pure rules in ``workers/dsr/rules.py``):
+Rules enforced (docs/rules.md "Data-subject requests", "Identity", "Deadlines",
+"Answers", "Erasure and retention holds"; pure rules in ``workers/dsr/rules.py``):
 
 * Every request is answered within one calendar month of receipt (GDPR art
-  12(3); the privacy policy); an extension is decided before the due date, with
-  reasons, and told to the subject (``dsr.extended``).
+  12(3); the privacy policy), a POPIA access request within 30 days when that is
+  earlier (PAIA s56), counted in the tenant's local dates; an extension is
+  decided before the due date by this worker's clock, with reasons, and told to
+  the subject (``dsr.extended``); POPIA's other rights get none.
 * Access (POPIA s23; GDPR art 15) and portability (GDPR art 20) disclose data,
   erasure (POPIA s24; GDPR art 17) and rectification (POPIA s24; GDPR art 16)
   change it, and lifting a restriction (POPIA s14(8)) ends a protection: all of
-  them wait for a verified identity (DOMAIN.md 5). Until ``dsr.verified``
-  arrives the request is ``awaiting_verification`` and nothing is touched.
-* Erasure yields to retention duties (DOMAIN.md 2): see ``workers.dsr.erasure``.
+  them wait for a verified identity (POPIA s19, s23). Until ``dsr.verified``
+  arrives the request is ``awaiting_verification`` and nothing is touched;
+  ``dsr.verified`` records who verified and how. A request whose reference and
+  ID number name different people is refused before anything is read.
+* Erasure yields to retention duties: see ``workers.dsr.erasure``.
 * Every step is a stored transition with what, when and why; every outcome is
   told to the subject through the notification outbox, never with the data
-  itself (the access package goes by an expiring token).
+  itself (the access package goes by an expiring token). A final answer says
+  what was done, what was kept and why, and how to complain
+  (``workers.dsr.answers``).
+* Restrictions, their lifting and objections reach the recipients
+  (``workers.dsr.recipients``).
 
 DSR traffic is small and each request reads across many tables, so handlers
 read through the batch's transaction as they go (``prepare`` keeps it) rather
@@ -23,9 +32,10 @@ than preloading the batch.
 from __future__ import annotations
 
 from collections import Counter
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, timedelta, tzinfo
 from typing import Any, ClassVar
 
+from config import tenants as tenant_config
 from config.datamap import load_datamap, load_retention
 from config.settings import Settings
 from infra.runtime.worker import Effects, Sink, Worker, handles
@@ -42,13 +52,15 @@ from messages.dsr import (
     RequestKind,
     RestrictionDetails,
     SubjectErased,
+    SubjectIdentifiers,
     SubjectRectified,
 )
 from messages.errors import NotYetKnown, RuleViolation
-from workers.dsr import package, rights, sweeps
+from workers.dsr import answers, package, rights, sweeps
 from workers.dsr.erasure import Eraser
+from workers.dsr.forget import forget_subject
 from workers.dsr.gather import gather
-from workers.dsr.recipients import tell_recipients
+from workers.dsr.recipients import tell_objected, tell_recipients, tell_restricted
 from workers.dsr.requests import Request, load
 from workers.dsr.rules import (
     NEEDS_VERIFICATION,
@@ -56,6 +68,7 @@ from workers.dsr.rules import (
     deadline_state,
     due_on,
     extended_due_on,
+    local_date,
 )
 from workers.dsr.tables import DSR, PACKAGE_UPSERT
 
@@ -76,7 +89,12 @@ class DsrWorker(Worker):
         secret = settings.export_key.get_secret_value() if settings.export_key else None
         self.key = package.load_key(secret, settings.export_key_file)
         self.eraser = Eraser(self.datamap, self.retention, self.key)
+        self.directory = tenant_config.from_settings(settings)
         self._tx: Transaction | None = None
+
+    def zone(self, tenant_id: str) -> tzinfo:
+        """The zone the tenant's legal dates are counted in (Africa/Johannesburg by default)."""
+        return self.directory.zone(tenant_id, self.settings.timezone)
 
     async def prepare(self, tx: Transaction, messages: Any) -> None:
         self._tx = tx
@@ -89,10 +107,13 @@ class DsrWorker(Worker):
         """Open requests, and those due within 7 days or overdue, for ops."""
         async with store.transaction() as tx:
             rows = await tx.fetchall(
-                "SELECT due_on FROM dsr_requests"
+                "SELECT tenant_id, due_on FROM dsr_requests"
                 " WHERE status NOT IN ('completed', 'partially_completed', 'refused')"
             )
-        states = Counter(deadline_state(date.fromisoformat(due), now.date()) for (due,) in rows)
+        states = Counter(
+            deadline_state(date.fromisoformat(due), local_date(now, self.zone(tenant)))
+            for tenant, due in rows
+        )
         return {
             "requests_open": float(len(rows)),
             "requests_due_soon": float(states["due_soon"]),
@@ -115,6 +136,7 @@ class DsrWorker(Worker):
         subject_ref = p.subject.subject_ref or await self._lookup(
             tx, m.tenant_id, p.subject.id_number
         )
+        zone = self.zone(m.tenant_id)
         request = Request(
             tenant_id=m.tenant_id,
             request_id=p.request_id,
@@ -124,16 +146,21 @@ class DsrWorker(Worker):
             status=Status.RECEIVED,
             verified=p.identity_verified,
             received_at=p.received_at,
-            due_on=due_on(p.received_at.date()),
+            due_on=due_on(local_date(p.received_at, zone), p.regime, p.kind),
             reply_channel=p.reply_to.channel,
             details=p.details,
         )
+        if p.identity_verified:  # asserted by the upstream system that sent the request
+            request.verified_by, request.verification_method = "upstream", "asserted_in_request"
+            request.verified_at = m.occurred_at
         request.move(Status.RECEIVED, "request received")
         self._notify(effects, request, "dsr_received", {"due_on": request.due_on.isoformat()})
         effects.audit(
             "dsr_received", subject_ref, request_id=p.request_id, kind=p.kind, due_on=request.due_on
         )
-        if self._needs_verification(request) and not request.verified:
+        if not await self._identifiers_agree(tx, m.tenant_id, p.subject):
+            self._refuse_mismatch(effects, request)
+        elif self._needs_verification(request) and not request.verified:
             request.move(
                 Status.AWAITING_VERIFICATION,
                 f"identity must be verified before {p.kind.value} is carried out",
@@ -145,7 +172,7 @@ class DsrWorker(Worker):
 
     @handles(DsrVerified)
     async def verified(self, m: DsrVerified, effects: Effects) -> None:
-        """DOMAIN.md 5: a request waiting for a verified identity is carried out now."""
+        """docs/rules.md "Identity": a request waiting for a verified identity runs now."""
         tx = self._batch_tx()
         request = await self._existing(tx, m.tenant_id, m.payload.request_id)
         if request.status is not Status.AWAITING_VERIFICATION:
@@ -157,11 +184,16 @@ class DsrWorker(Worker):
             )
             return
         request.verified = True
+        request.verified_by = m.payload.verified_by
+        request.verification_method = m.payload.method
+        request.verified_at = m.payload.verified_at
         effects.audit(
             "dsr_identity_verified",
             request.subject_ref,
             request_id=request.request_id,
+            verified_by=m.payload.verified_by,
             method=m.payload.method,
+            verified_at=m.payload.verified_at,
         )
         await self._execute(tx, request, effects)
         request.save(effects, str(m.message_id))
@@ -175,9 +207,8 @@ class DsrWorker(Worker):
             raise RuleViolation("the request is already answered; nothing to extend")
         if request.extended:
             raise RuleViolation("the request was already extended once")
-        new_due = extended_due_on(
-            request.regime, request.kind, request.due_on, p.months, m.occurred_at.date()
-        )
+        today = local_date(effects.now, self.zone(m.tenant_id))  # our clock, not the sender's
+        new_due = extended_due_on(request.regime, request.kind, request.due_on, p.months, today)
         request.note(f"deadline extended from {request.due_on} to {new_due}: {p.reason}")
         request.due_on, request.extended = new_due, True
         self._notify(
@@ -198,9 +229,7 @@ class DsrWorker(Worker):
         request.move(status, why)
         request.outcome = outcome
         kind = "dsr_refused" if status is Status.REFUSED else "dsr_completed"
-        self._notify(
-            effects, request, kind, {"status": status.value, "outcome": outcome, "reason": why}
-        )
+        self._notify(effects, request, kind, self.answer(request, status, outcome, why))
         effects.audit(
             "dsr_answered",
             request.subject_ref,
@@ -208,6 +237,9 @@ class DsrWorker(Worker):
             kind=request.kind,
             status=status,
         )
+        erased = request.kind is RequestKind.ERASURE and status is Status.COMPLETED
+        if erased and request.subject_ref is not None:  # nothing held: forget our own records
+            await forget_subject(tx, effects, self.key, request.subject_ref, request)
 
     async def _carry_out(
         self, tx: Transaction, request: Request, subject: str, effects: Effects
@@ -232,6 +264,9 @@ class DsrWorker(Worker):
                 request.request_id,
                 request.received_at,
             )
+            tell_objected(
+                effects, self.datamap, request.request_id, subject, outcomes, request.received_at
+            )
             return Status.COMPLETED, {"objections": outcomes}, "objection recorded"
         raise RuleViolation(f"details do not fit a {request.kind.value} request")
 
@@ -241,7 +276,7 @@ class DsrWorker(Worker):
         """Access and portability: one builder; the subject gets a token, never the data."""
         portable = request.kind is RequestKind.PORTABILITY
         data = await gather(tx, self.datamap, request.tenant_id, subject, provided_only=portable)
-        doc = package.document(data, self.datamap, request.request_id, portable)
+        doc = package.document(data, self.datamap, self.retention, request.request_id, portable)
         issued = package.seal(
             package.build_zip(doc),
             self.key,
@@ -332,6 +367,7 @@ class DsrWorker(Worker):
                 request.request_id,
                 subject,
                 list(result.erased),
+                suppressed_channels=result.suppressed_channels,
             )
         if result.complete:
             return Status.COMPLETED, result.summary(), "all personal information erased"
@@ -389,6 +425,14 @@ class DsrWorker(Worker):
             scopes = rights.restrict(
                 effects, subject, details.categories, details.grounds, request.request_id
             )
+            tell_restricted(
+                effects,
+                self.datamap,
+                subject,
+                scopes,
+                details.grounds,
+                request_id=request.request_id,
+            )
             return Status.COMPLETED, {"restricted": scopes}, "processing restricted"
         notice = timedelta(hours=self.settings.restriction_lift_notice_hours)
         scopes, lift_after = await rights.schedule_lift(tx, effects, subject, notice)
@@ -418,6 +462,52 @@ class DsrWorker(Worker):
         if request.kind is RequestKind.RECTIFICATION:
             return Status.REFUSED, {}, "no record of the subject is held"
         return Status.COMPLETED, {"holds_data": False}, "no personal information is held"
+
+    @staticmethod
+    async def _identifiers_agree(
+        tx: Transaction, tenant_id: str, subject: SubjectIdentifiers
+    ) -> bool:
+        """Given both a reference and an ID number, do they name the same debtor?"""
+        if subject.subject_ref is None or subject.id_number is None:
+            return True
+        by_id = await tx.fetchall(
+            "SELECT subject_ref FROM debtors WHERE tenant_id = ? AND id_number = ?",
+            (tenant_id, subject.id_number),
+        )
+        if any(ref != subject.subject_ref for (ref,) in by_id):
+            return False
+        by_ref = await tx.fetchone(
+            "SELECT id_number FROM debtors WHERE tenant_id = ? AND subject_ref = ?",
+            (tenant_id, subject.subject_ref),
+        )
+        return by_ref is None or by_ref[0] in (None, subject.id_number)
+
+    def answer(
+        self, request: Request, status: Status, outcome: dict[str, Any], why: str
+    ) -> dict[str, Any]:
+        """The final notice's context: what was done, kept and why (``workers.dsr.answers``)."""
+        return {
+            "regime": request.regime.value,
+            "reason": why,
+            **answers.answer(request.kind, status.value, outcome, why, self.describe),
+        }
+
+    def describe(self, table: str) -> str:
+        found = self.datamap.tables.get(table)
+        return found.description.lower() if found else table
+
+    def _refuse_mismatch(self, effects: Effects, request: Request) -> None:
+        """docs/rules.md "Identity": nothing is read out or changed for two people's ids."""
+        why = "the reference and the ID number in the request do not belong to the same person"
+        request.move(Status.REFUSED, why)
+        request.outcome = {"refused": why}
+        self._notify(effects, request, "dsr_refused", self.answer(request, Status.REFUSED, {}, why))
+        effects.audit(
+            "dsr_identifiers_mismatch",
+            request.subject_ref,
+            request_id=request.request_id,
+            kind=request.kind,
+        )
 
     @staticmethod
     async def _lookup(tx: Transaction, tenant_id: str, id_number: str | None) -> str | None:

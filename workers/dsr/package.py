@@ -20,35 +20,68 @@ from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken
 
-from config.datamap import DataMap
+from config.datamap import DataMap, Retention
 from messages.errors import RuleViolation
 from workers.dsr.gather import SubjectData
+from workers.platform.keys import load_key as load_key  # callers name package.load_key
 
 
 def document(
-    data: SubjectData, datamap: DataMap, request_id: str, portable: bool
+    data: SubjectData, datamap: DataMap, retention: Retention, request_id: str, portable: bool
 ) -> dict[str, Any]:
-    """The JSON document: the data, its recipients, and the subject's further rights."""
+    """The JSON document: the data and, per table, what POPIA s23 / GDPR art 15 require.
+
+    Per table: its description, the purposes, the categories of information, the
+    source, the recipients and how long it is kept (the retention duties of its
+    group); columns outside the data map; then the corrections requested but not
+    made, restrictions, objections, the subject's request history and the
+    security incidents that involved them.
+    """
+    tables: dict[str, Any] = {}
+    for name, rows in data.tables.items():
+        table = datamap.tables[name]
+        tables[name] = {
+            "description": table.description,
+            "purposes": table.purposes,
+            "categories": table.categories(),
+            "source": table.source,
+            "disclosed_to": table.disclosed_to,
+            "retention": retention_period(retention, table.hold_group),
+            "rows": rows,
+        }
+        if name in data.unclassified:
+            tables[name]["unclassified_columns"] = data.unclassified[name]
     return {
         "request_id": request_id,
         "tenant_id": data.tenant_id,
         "subject_ref": data.subject_ref,
         "kind": "portability" if portable else "access",
-        "tables": {
-            name: {
-                "description": datamap.tables[name].description,
-                "disclosed_to": datamap.tables[name].disclosed_to,
-                "rows": rows,
-            }
-            for name, rows in data.tables.items()
-        },
+        "tables": tables,
         "recipients": datamap.recipients(list(data.tables)),
         "corrections_requested_but_not_made": data.correction_notes,
         "restrictions": data.restrictions,
         "objections": data.objections,
+        "your_requests": data.requests,
+        "security_incidents": data.incidents,
         "your_rights": "You may ask for any of this information to be corrected or deleted "
-        "(POPIA s24), and complain to the Information Regulator.",
+        "(POPIA s24), object to its processing (POPIA s11(3)), and complain to the "
+        "Information Regulator (POPIA s74).",
     }
+
+
+def retention_period(retention: Retention, group: str) -> list[str]:
+    """How long a retention group is kept: each duty that can hold it, in words."""
+    found = []
+    for hold in retention.holds:
+        if group not in hold.applies_to:
+            continue
+        if hold.when == "account_open":
+            found.append(f"while a debt is open ({hold.basis})")
+        else:
+            found.append(f"{hold.years} years ({hold.basis})")
+    if group == "consent":
+        found.append(f"opt-outs: {retention.opt_out_years} years after an erasure (NCR reg 58(4))")
+    return found or ["until it is no longer needed for its purpose (POPIA s14(1))"]
 
 
 def build_zip(doc: dict[str, Any]) -> bytes:
@@ -100,14 +133,3 @@ def unseal(path: Path, key: bytes) -> bytes:
         return Fernet(key).decrypt(path.read_bytes())
     except InvalidToken as exc:
         raise RuleViolation("package cannot be decrypted with the configured key") from exc
-
-
-def load_key(secret: str | None, key_file: Path) -> bytes:
-    """The export key from settings, else from ``key_file`` (created 0600 on first use)."""
-    if secret:
-        return secret.encode()
-    if not key_file.exists():
-        key_file.parent.mkdir(parents=True, exist_ok=True)
-        key_file.write_bytes(Fernet.generate_key())
-        key_file.chmod(0o600)
-    return key_file.read_bytes().strip()

@@ -19,7 +19,7 @@ DETAILS: TypeAdapter[Any] = TypeAdapter(Details)
 
 _COLUMNS = (
     "request_id, kind, regime, subject_ref, status, identity_verified, received_at, due_on,"
-    " extended, reply_channel, details, outcome"
+    " extended, reply_channel, details, outcome, verified_by, verification_method, verified_at"
 )
 
 
@@ -38,6 +38,9 @@ class Request:
     details: Any
     extended: bool = False
     outcome: dict[str, Any] | None = None
+    verified_by: str | None = None
+    verification_method: str | None = None
+    verified_at: datetime | None = None
     stored: bool = False
     transitions: list[tuple[Status | None, Status, str]] = field(default_factory=list)
 
@@ -75,13 +78,17 @@ class Request:
             )
         effects.write(
             "UPDATE dsr_requests SET status = ?, identity_verified = ?, due_on = ?, extended = ?,"
-            " outcome = ?, updated_at = ? WHERE tenant_id = ? AND request_id = ?",
+            " outcome = ?, verified_by = ?, verification_method = ?, verified_at = ?,"
+            " updated_at = ? WHERE tenant_id = ? AND request_id = ?",
             (
                 self.status.value,
                 int(self.verified),
                 self.due_on.isoformat(),
                 int(self.extended),
                 json.dumps(self.outcome, default=str) if self.outcome is not None else None,
+                self.verified_by,
+                self.verification_method,
+                self.verified_at.isoformat() if self.verified_at else None,
                 now,
                 self.tenant_id,
                 self.request_id,
@@ -125,6 +132,9 @@ async def load(tx: Transaction, tenant_id: str, request_id: str) -> Request | No
         reply,
         details,
         outcome,
+        verified_by,
+        method,
+        verified_at,
     ) = row
     return Request(
         tenant_id=tenant_id,
@@ -140,5 +150,8 @@ async def load(tx: Transaction, tenant_id: str, request_id: str) -> Request | No
         details=DETAILS.validate_json(details),
         extended=bool(extended),
         outcome=json.loads(outcome) if outcome else None,
+        verified_by=verified_by,
+        verification_method=method,
+        verified_at=datetime.fromisoformat(verified_at) if verified_at else None,
         stored=True,
     )

@@ -1,4 +1,4 @@
-"""Rectification, restriction and objection, each as DOMAIN.md section 1 describes it.
+"""Rectification, restriction and objection, as docs/rules.md "Data-subject requests" says.
 
 * Rectification (POPIA s24; GDPR art 16, 19): only fields the data map marks
   correctable; before and after go into the audit as keyed digests, never raw
@@ -25,12 +25,14 @@ from config.datamap import ColumnMap, DataMap
 from infra.runtime.worker import Effects
 from infra.store import Transaction
 from messages.consent import (
+    DIRECT_MARKETING,
     Channel,
     ConsentChanged,
     ConsentChangedPayload,
     ConsentSource,
     ConsentStatus,
     Evidence,
+    is_marketing,
 )
 from messages.dsr import Correction, luhn_ok
 from workers.consent.handlers import apply, key_of
@@ -43,12 +45,11 @@ NOTE_INSERT = (
 )
 FLAG_UPSERT = (
     "INSERT INTO processing_flags (tenant_id, subject_ref, purpose, flag, outcome, grounds,"
-    " request_id, recorded_at) VALUES (?, ?, ?, 'objected', ?, ?, ?, ?)"
+    " request_id, recorded_at, objected_at) VALUES (?, ?, ?, 'objected', ?, ?, ?, ?, ?)"
     " ON CONFLICT (tenant_id, subject_ref, purpose) DO UPDATE SET outcome = excluded.outcome,"
     " grounds = excluded.grounds, request_id = excluded.request_id,"
-    " recorded_at = excluded.recorded_at"
+    " recorded_at = excluded.recorded_at, objected_at = excluded.objected_at"
 )
-DIRECT_MARKETING = "direct_marketing"
 
 
 def value_digest(key: bytes, value: object) -> str:
@@ -234,6 +235,7 @@ async def object_to(
                 grounds,
                 request_id,
                 effects.now.isoformat(),
+                made_at.isoformat(),
             ),
         )
         effects.audit("objection_recorded", subject_ref, purpose=purpose, outcome=outcome)
@@ -244,7 +246,17 @@ async def object_to(
 async def _withdraw_everywhere(
     tx: Transaction, effects: Effects, subject_ref: str, request_id: str, made_at: datetime
 ) -> None:
-    """Withdraw marketing consent on every channel, through the consent rules (POPIA s11(3))."""
+    """Withdraw every marketing consent on every channel, through the consent rules.
+
+    POPIA s11(3)(b), GDPR art 21(3): the objection covers direct marketing for every
+    marketing purpose the subject consented to; a consent to a marketing purpose that
+    arrives later but is dated before the objection is barred by the consent worker.
+    """
+    rows = await tx.fetchall(
+        "SELECT DISTINCT purpose FROM consent_state WHERE tenant_id = ? AND subject_ref = ?",
+        (effects.tenant_id, subject_ref),
+    )
+    purposes = sorted({DIRECT_MARKETING} | {str(p) for (p,) in rows if is_marketing(str(p))})
     changes = [
         ConsentChanged(
             tenant_id=effects.tenant_id,
@@ -253,12 +265,14 @@ async def _withdraw_everywhere(
             payload=ConsentChangedPayload(
                 subject_ref=subject_ref,
                 channel=channel,
+                purpose=purpose,
                 status=ConsentStatus.WITHDRAWN,
                 source=ConsentSource.OBJECTION,
                 evidence=Evidence(reference=f"dsr:{request_id}", captured_by="privacyops:dsr"),
             ),
         )
         for channel in Channel
+        for purpose in purposes
     ]
     current = await current_states(tx, [key_of(change) for change in changes])
     for change in changes:  # the request's own answer confirms it to the subject

@@ -1,24 +1,34 @@
 """The DSR rules as pure functions: lifecycle, deadlines and retention holds.
 
-Lifecycle and deadlines (GDPR art 12(3); PAIA s57-s58; DOMAIN.md section 1):
+Lifecycle and deadlines (GDPR art 12(3); PAIA s56-s58; docs/rules.md "Deadlines"):
 
-* Due one calendar month after receipt: 15 Jan -> 15 Feb; 31 Jan -> 28 (or 29) Feb.
-* An extension must be decided before the due date, with reasons told to the
-  subject: up to two further months (GDPR art 12(3)); for a POPIA access
-  request, PAIA s57 allows one further period of 30 days.
+* Dates are the tenant's local dates (Africa/Johannesburg unless configured): a
+  request received at 00:30 SAST on 1 March was received on 1 March.
+* Due one calendar month after receipt: 15 Jan -> 15 Feb; 31 Jan -> 28 (or 29)
+  Feb. A POPIA access request is a PAIA request: due in 30 days when that is
+  earlier (PAIA s56).
+* An extension must be decided before the due date, judged by the worker's own
+  clock, with reasons told to the subject: up to two further months for a GDPR
+  request (GDPR art 12(3)); one further 30 days for a POPIA access request (PAIA
+  s57); none for POPIA's other rights.
 * A POPIA access request not answered in time counts as refused (PAIA s58).
 
-Retention holds (DOMAIN.md section 2): given the subject's accounts, the
-retention rules and today, the binding hold per retention group of the data
-map. An open account holds its groups with no end date; the other duties run a
-number of years from a date of each account. The latest expiry binds.
+Retention holds (docs/rules.md "Erasure and retention holds"): holds apply per
+record. Each account (with its payments and the notes about it) has its own
+binding hold per retention group; data about the subject as a whole is held
+while any account's hold covers its group, and the identity while any hold at
+all is active. An open account holds its groups with no end date; the other
+duties run a number of years from the latest of the dates they name on each
+account (a debt type not listed gets the default period: 3 years for
+prescription; a judgment debt runs 30 years from the judgment). The latest
+expiry binds.
 """
 
 from __future__ import annotations
 
 import calendar
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta, tzinfo
 from enum import StrEnum
 from typing import Literal
 
@@ -39,12 +49,14 @@ class Status(StrEnum):
 FINAL = frozenset({Status.COMPLETED, Status.PARTIALLY_COMPLETED, Status.REFUSED})
 
 #: Rights that act on or disclose data: they run only for a verified identity
-#: (DOMAIN.md 1 "verify identity first"; section 5: no destructive action unverified).
+#: (docs/rules.md "Identity"; "What is never allowed": no destructive action unverified).
 NEEDS_VERIFICATION = frozenset(
     {RequestKind.ACCESS, RequestKind.PORTABILITY, RequestKind.ERASURE, RequestKind.RECTIFICATION}
 )
 DUE_SOON = timedelta(days=7)
-PAIA_EXTENSION = timedelta(days=30)
+#: PAIA s56 (answer) and s57 (one extension): 30 days each.
+PAIA_PERIOD = timedelta(days=30)
+PAIA_EXTENSION = PAIA_PERIOD
 
 
 def add_months(day: date, months: int) -> date:
@@ -54,19 +66,36 @@ def add_months(day: date, months: int) -> date:
     return date(year, month, min(day.day, calendar.monthrange(year, month)[1]))
 
 
-def due_on(received: date) -> date:
-    """One calendar month from receipt."""
-    return add_months(received, 1)
+def local_date(moment: datetime, zone: tzinfo) -> date:
+    """The date a moment falls on in the tenant's zone (receipt dates, "today")."""
+    return moment.astimezone(zone).date()
+
+
+def is_paia(regime: Regime, kind: RequestKind) -> bool:
+    """A POPIA access request is a PAIA request for one's own records (POPIA s23(3))."""
+    return regime is Regime.POPIA and kind is RequestKind.ACCESS
+
+
+def due_on(received: date, regime: Regime, kind: RequestKind) -> date:
+    """One calendar month from receipt; a PAIA request 30 days when that is earlier (s56)."""
+    month = add_months(received, 1)
+    return min(month, received + PAIA_PERIOD) if is_paia(regime, kind) else month
 
 
 def extended_due_on(regime: Regime, kind: RequestKind, due: date, months: int, today: date) -> date:
-    """The new due date, or RuleViolation when the extension comes too late or is too long."""
+    """The new due date, or RuleViolation when the extension is late, too long or not allowed.
+
+    ``today`` is the worker's own date when it processes the extension, never a date
+    the sender chose.
+    """
     if today >= due:
         raise RuleViolation("an extension must be decided before the due date")
-    if regime is Regime.POPIA and kind is RequestKind.ACCESS:
+    if is_paia(regime, kind):
         if months != 1:
             raise RuleViolation("PAIA s57 allows one further period of 30 days for access")
         return due + PAIA_EXTENSION
+    if regime is Regime.POPIA:
+        raise RuleViolation("POPIA allows no extension for this right; only access (PAIA s57)")
     return add_months(due, months)
 
 
@@ -79,7 +108,7 @@ def deadline_state(due: date, today: date) -> Literal["due_soon", "overdue"] | N
     return None
 
 
-# -- retention holds (DOMAIN.md section 2) ------------------------------------------------
+# -- retention holds (docs/rules.md "Erasure and retention holds") -----------------------
 @dataclass(frozen=True)
 class Account:
     status: str
@@ -87,13 +116,15 @@ class Account:
     opened_on: date
     closed_on: date | None
     last_payment_on: date | None
+    account_id: str = ""
+    judgment_on: date | None = None
 
     def anchor(self, columns: list[str]) -> date | None:
-        for column in columns:
-            value = getattr(self, column, None)
-            if isinstance(value, date):
-                return value
-        return None
+        """The latest of the named dates present: a later one (a payment acknowledging
+        the debt, a judgment) starts the period afresh, so the latest is the one that binds.
+        """
+        found = [getattr(self, column, None) for column in columns]
+        return max((d for d in found if isinstance(d, date)), default=None)
 
 
 @dataclass(frozen=True)
@@ -111,7 +142,7 @@ def _expiry(hold: Hold, account: Account) -> tuple[bool, date | None]:
     if account.status not in hold.statuses:
         return False, None
     years = hold.period_years(account.debt_type)
-    anchor = account.anchor(hold.from_)
+    anchor = account.anchor(hold.anchors(account.debt_type))
     if years is None or anchor is None:
         return False, None
     return True, add_years(anchor, years)
@@ -125,20 +156,55 @@ def _later(a: ActiveHold | None, b: ActiveHold) -> ActiveHold:
     return a
 
 
-def active_holds(
-    retention: Retention, tenant_id: str, accounts: list[Account], today: date
+def account_holds(
+    retention: Retention, tenant_id: str, account: Account, today: date
 ) -> dict[str, ActiveHold]:
-    """The binding hold per retention group; a group absent from the result may be erased."""
+    """The binding hold per retention group for one account's records (per record)."""
     binding: dict[str, ActiveHold] = {}
     accountable = tenant_id in retention.accountable_institutions
     for hold in retention.holds:
         if hold.accountable_institutions_only and not accountable:
             continue
-        for account in accounts:
-            applies, until = _expiry(hold, account)
-            if not applies or (until is not None and until <= today):
-                continue
-            for group in hold.applies_to:
-                candidate = ActiveHold(group, hold.name, hold.basis, until)
-                binding[group] = _later(binding.get(group), candidate)
+        applies, until = _expiry(hold, account)
+        if not applies or (until is not None and until <= today):
+            continue
+        for group in hold.applies_to:
+            binding[group] = _later(
+                binding.get(group), ActiveHold(group, hold.name, hold.basis, until)
+            )
     return binding
+
+
+#: The retention group of the subject's identity: kept while any record of theirs is held.
+IDENTITY = "identity"
+
+
+def subject_holds(per_account: dict[str, dict[str, ActiveHold]]) -> dict[str, ActiveHold]:
+    """The binding hold per group for data about the subject as a whole (not one account).
+
+    A group is held while a hold on any account covers it; the identity is held while
+    any hold at all is active (a record kept as evidence must stay attributable).
+    """
+    binding: dict[str, ActiveHold] = {}
+    for holds in per_account.values():
+        for group, hold in holds.items():
+            binding[group] = _later(binding.get(group), hold)
+    for hold in list(binding.values()):
+        if hold.group != IDENTITY:
+            kept = ActiveHold(
+                IDENTITY, hold.name, f"identity kept for records held: {hold.basis}", hold.until
+            )
+            current = binding.get(IDENTITY)
+            binding[IDENTITY] = kept if current is None else _later(current, kept)
+    return binding
+
+
+def active_holds(
+    retention: Retention, tenant_id: str, accounts: list[Account], today: date
+) -> dict[str, ActiveHold]:
+    """The binding hold per retention group over all the subject's accounts."""
+    per_account = {
+        account.account_id or str(n): account_holds(retention, tenant_id, account, today)
+        for n, account in enumerate(accounts)
+    }
+    return subject_holds(per_account)

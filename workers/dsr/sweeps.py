@@ -1,12 +1,18 @@
 """Periodic sweeps of the DSR worker, also run by ``privacyops holds sweep`` from cron.
 
 * Deadlines: requests due within 7 days, and overdue ones, are flagged once per
-  state as log events and as a ``dsr.overdue`` message for ops (GDPR art 12(3);
-  a POPIA access request not answered in time counts as refused, PAIA s58).
+  state as log events and as a ``dsr.overdue`` message for ops (GDPR art 12(3)),
+  counting in the tenant's local dates. A POPIA access request not answered in
+  time counts as refused (PAIA s58): the subject is told so, with their remedies
+  (``dsr_deemed_refused``).
 * Holds: a deferred erasure runs again when its hold expires or its open
   account has closed; once nothing is held, the request is completed.
+* Privacyops' own records of an erased subject: notices still on their way at
+  the erasure are reduced once delivered; the files of expired or revoked
+  export packages are deleted (``workers.dsr.forget``).
 * Restrictions whose lifting was announced are lifted after the notice period
-  (POPIA s14(8)).
+  (POPIA s14(8)), and the recipients are told (``subject.restriction_lifted``,
+  GDPR art 19).
 
 Sweeps read across tenants (they are the system's own bookkeeping) but every
 effect they record is scoped to one tenant and one subject.
@@ -14,16 +20,20 @@ effect they record is scoped to one tenant and one subject.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from datetime import date, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from infra.runtime.worker import Effects, Sink, announce
-from infra.store import Store
+from infra.runtime.tables import NOTICE_FORGET
+from infra.runtime.worker import Effects, Sink, announce, commit_effects
+from infra.store import Store, Transaction
 from messages.dsr import DsrOverdue, DsrOverduePayload, Regime, RequestKind, SubjectErased
-from workers.dsr.recipients import tell_recipients
+from workers.dsr.forget import FORGOTTEN, forget_subject
+from workers.dsr.recipients import tell_lifted, tell_recipients
 from workers.dsr.requests import load
-from workers.dsr.rules import Status, deadline_state
+from workers.dsr.rules import Status, deadline_state, local_date
 
 if TYPE_CHECKING:
     from workers.dsr.handlers import DsrWorker
@@ -38,6 +48,14 @@ DUE_ERASURES = (
     " WHERE a.tenant_id = d.tenant_id AND a.subject_ref = d.subject_ref AND a.status = 'open'))"
     " LIMIT ?"
 )
+FOLLOWUPS_DONE = (
+    "SELECT f.tenant_id, f.notice_id, f.subject_ref FROM erasure_followups f"
+    " JOIN notification_outbox o ON o.tenant_id = f.tenant_id AND o.notice_id = f.notice_id"
+    " WHERE o.status IN ('sent', 'failed')"
+)
+EXPIRED_PACKAGES = (
+    "SELECT tenant_id, request_id, path FROM dsr_packages WHERE path != '' AND expires_at <= ?"
+)
 DUE_LIFTS = (
     "SELECT tenant_id, subject_ref, scope FROM restrictions"
     " WHERE lift_after IS NOT NULL AND lift_after <= ?"
@@ -49,22 +67,58 @@ class SweepReport:
     flagged: int
     erasures_run: int
     lifted: int
+    notices_reduced: int = 0
+    packages_deleted: int = 0
 
 
 async def run_all(worker: DsrWorker, store: Store, sink: Sink | None, now: datetime) -> SweepReport:
     return SweepReport(
-        flagged=await sweep_deadlines(store, sink, now),
+        flagged=await sweep_deadlines(worker, store, sink, now),
         erasures_run=await sweep_holds(worker, store, sink, now),
-        lifted=await sweep_lifts(store, sink, now),
+        lifted=await sweep_lifts(worker, store, sink, now),
+        notices_reduced=await sweep_followups(store, now),
+        packages_deleted=await sweep_packages(store, sink, now),
     )
 
 
-async def sweep_deadlines(store: Store, sink: Sink | None, now: datetime) -> int:
+async def sweep_followups(store: Store, now: datetime) -> int:
+    """Reduce the delivered notices of erased subjects (``workers.dsr.forget``)."""
+    async with store.transaction() as tx:
+        done = await tx.fetchall(FOLLOWUPS_DONE)
+        for tenant, notice_id, ref in done:
+            tx.stage(NOTICE_FORGET, (FORGOTTEN, ref, tenant, notice_id))
+            tx.stage(
+                "DELETE FROM erasure_followups WHERE tenant_id = ? AND notice_id = ?",
+                (tenant, notice_id),
+            )
+    return len(done)
+
+
+async def sweep_packages(store: Store, sink: Sink | None, now: datetime) -> int:
+    """Delete the files of expired or revoked export packages (nothing else ever does)."""
+    async with store.transaction() as tx:
+        rows = await tx.fetchall(EXPIRED_PACKAGES, (now.isoformat(),))
+    deleted: list[Effects] = []
+    for tenant, request_id, path in rows:
+        await asyncio.to_thread(Path(path).unlink, missing_ok=True)
+        effects = Effects.standalone("dsr", tenant, actor="sweep:packages", now=now)
+        effects.write(
+            "UPDATE dsr_packages SET path = '' WHERE tenant_id = ? AND request_id = ?",
+            (tenant, request_id),
+        )
+        effects.audit("export_package_deleted", None, request_id=request_id)
+        deleted.append(effects)
+    if deleted:
+        await commit_effects(store, sink, *deleted)
+    return len(deleted)
+
+
+async def sweep_deadlines(worker: DsrWorker, store: Store, sink: Sink | None, now: datetime) -> int:
     flagged: list[Effects] = []
     async with store.transaction() as tx:
         await tx.lock("dsr:sweep:deadlines")  # each state flagged once, however many processes
         for tenant, rid, kind, regime, status, due, flag in await tx.fetchall(OPEN_REQUESTS):
-            state = deadline_state(date.fromisoformat(due), now.date())
+            state = deadline_state(date.fromisoformat(due), local_date(now, worker.zone(tenant)))
             if state is None or state == flag:
                 continue
             effects = Effects.standalone(
@@ -90,10 +144,33 @@ async def sweep_deadlines(store: Store, sink: Sink | None, now: datetime) -> int
                 )
             )
             effects.audit(f"dsr_{state}", None, request_id=rid, due_on=due, status=status)
+            if deemed:
+                await _deemed_refused(tx, effects, tenant, rid)
             tx.stage_all(effects.writes)
             flagged.append(effects)
     announce(sink, *flagged)
     return len(flagged)
+
+
+async def _deemed_refused(tx: Transaction, effects: Effects, tenant: str, rid: str) -> None:
+    """PAIA s58: an access request not answered in time is refused; tell the subject so."""
+    request = await load(tx, tenant, rid)
+    if request is None:
+        return
+    request.note("deemed refused (PAIA s58): the subject was told, with their remedies")
+    effects.notify(
+        request.subject_ref or f"request:{rid}",
+        "dsr_deemed_refused",
+        request.reply_channel,
+        {
+            "request_id": rid,
+            "kind": request.kind.value,
+            "due_on": request.due_on.isoformat(),
+            "regime": request.regime.value,
+        },
+    )
+    effects.audit("dsr_deemed_refused", request.subject_ref, request_id=rid)
+    request.save(effects, "")
 
 
 async def sweep_holds(
@@ -109,30 +186,37 @@ async def sweep_holds(
             result = await worker.eraser.erase(tx, effects, subject, request_id, now.date())
             if result.erased:
                 tell_recipients(
-                    effects, SubjectErased, worker.datamap, request_id, subject, list(result.erased)
+                    effects,
+                    SubjectErased,
+                    worker.datamap,
+                    request_id,
+                    subject,
+                    list(result.erased),
+                    suppressed_channels=result.suppressed_channels,
                 )
             request = await load(tx, tenant, request_id)
             if result.complete and request and request.status is Status.PARTIALLY_COMPLETED:
                 request.move(Status.COMPLETED, "deferred erasure ran after the holds expired")
                 request.outcome = {**(request.outcome or {}), "deferred": result.summary()}
-                request.save(effects, "")
+                context = worker.answer(
+                    request, Status.COMPLETED, result.summary(), "held data erased"
+                )
                 effects.notify(
                     subject,
                     "dsr_completed",
                     request.reply_channel,
-                    {
-                        "request_id": request_id,
-                        "kind": request.kind.value,
-                        "status": Status.COMPLETED.value,
-                        "reason": "held data erased",
-                    },
+                    {"request_id": request_id, "kind": request.kind.value, **context},
                 )
+            if result.complete:
+                await forget_subject(tx, effects, worker.key, subject, request)
+                if request is not None:
+                    request.save(effects, "")
             tx.stage_all(effects.writes)
         announce(sink, effects)
     return len(due)
 
 
-async def sweep_lifts(store: Store, sink: Sink | None, now: datetime) -> int:
+async def sweep_lifts(worker: DsrWorker, store: Store, sink: Sink | None, now: datetime) -> int:
     lifted: list[Effects] = []
     async with store.transaction() as tx:
         await tx.lock("dsr:sweep:lifts")
@@ -143,6 +227,7 @@ async def sweep_lifts(store: Store, sink: Sink | None, now: datetime) -> int:
                 (tenant, subject, scope),
             )
             effects.audit("restriction_lifted", subject, scope=scope)
+            tell_lifted(effects, worker.datamap, subject, [scope])
             tx.stage_all(effects.writes)
             lifted.append(effects)
     announce(sink, *lifted)

@@ -4,7 +4,8 @@
 * ``dsr_correction_notes``: corrections requested but not made (POPIA s24);
 * ``dsr_packages``: access and portability packages, by token digest;
 * ``processing_flags``: objections recorded per purpose;
-* ``deferred_erasures``: what a retention hold kept back, for the hold sweep.
+* ``deferred_erasures``: what a retention hold kept back, for the hold sweep;
+* ``erasure_followups``: notices of an erased subject to reduce once delivered.
 """
 
 from __future__ import annotations
@@ -92,7 +93,42 @@ CREATE TABLE IF NOT EXISTS deferred_erasures (
 ) WITHOUT ROWID;
 """
 
-DSR = Schema("dsr", (Migration(1, "requests, notes, packages, flags", portable(BASELINE)),))
+#: An objection stops processing from the moment it was made, not from when it was
+#: processed: a consent dated before it does not count (docs/rules.md "Objection").
+OBJECTED_AT = """
+ALTER TABLE processing_flags ADD COLUMN objected_at TEXT;
+UPDATE processing_flags SET objected_at = recorded_at WHERE objected_at IS NULL;
+"""
+
+#: Who verified the requester's identity, how and when: the evidence of the gate in front of
+#: every disclosure and change (docs/rules.md "Identity").
+VERIFICATION = """
+ALTER TABLE dsr_requests ADD COLUMN verified_by TEXT;
+ALTER TABLE dsr_requests ADD COLUMN verification_method TEXT;
+ALTER TABLE dsr_requests ADD COLUMN verified_at TEXT;
+"""
+
+#: Notices of an erased subject still on their way (the erasure's own answer among them):
+#: the sweep reduces each to what the audit needs once it was sent (docs/rules.md).
+ERASURE_FOLLOWUPS = """
+CREATE TABLE erasure_followups (
+    tenant_id   TEXT NOT NULL,
+    notice_id   TEXT NOT NULL,
+    subject_ref TEXT NOT NULL,
+    recorded_at TEXT NOT NULL,
+    PRIMARY KEY (tenant_id, notice_id)
+) WITHOUT ROWID;
+"""
+
+DSR = Schema(
+    "dsr",
+    (
+        Migration(1, "requests, notes, packages, flags", portable(BASELINE)),
+        Migration(2, "objections: since when", portable(OBJECTED_AT)),
+        Migration(3, "requests: who verified, how, when", portable(VERIFICATION)),
+        Migration(4, "notices to reduce after an erasure", portable(ERASURE_FOLLOWUPS)),
+    ),
+)
 
 REQUEST_INSERT = (
     "INSERT INTO dsr_requests (tenant_id, request_id, kind, regime, subject_ref, status,"

@@ -1,12 +1,15 @@
 """Notifier: tells each subject what a worker decided they must be told, once.
 
-Rules served (DOMAIN.md sections 1, 3 and 4): the answer, extension, refusal and readiness
-notices of a data-subject request (GDPR art 12(3)-(4); PAIA s57; POPIA s23-25),
-the notice before a restriction is lifted (POPIA s14(8)), the consent
-confirmation with the sender's identity and an opt-out (POPIA s69(4)), and the
-security-compromise notice with its four parts, in writing (POPIA s22(4)-(5)).
-The templates carry the wording (``workers/notifier/templates``); this worker
-makes sure the notice reaches the subject exactly once, through the transports
+Rules served (docs/rules.md "Answers", "Security compromises", "Direct-marketing
+consent"): the answer, extension, refusal and readiness notices of a data-subject
+request (GDPR art 12(3)-(4); PAIA s57-s58; POPIA s23-25), the notice before a
+restriction is lifted (POPIA s14(8)), the consent confirmation with the sender's
+identity and an opt-out (POPIA s69(4)), and the security-compromise notice with
+its four parts. Notices that must arrive complete (breach notices, POPIA
+s22(4)-(5); final answers; extensions) go by e-mail or post, never cut down to
+an SMS (``channel_order``); letters are written for the print run. The templates
+carry the wording (``workers/notifier/templates``); this worker makes sure the
+notice reaches the subject exactly once, through the transports
 of ``infra/transports``.
 
 Exactly once, step by step (the worker is not ``transactional``: the runtime
@@ -53,7 +56,15 @@ from infra import transports
 from infra.redaction import describe_error
 from infra.runtime.worker import Effects, Resources, Worker, announce, handles
 from infra.store import Store
-from infra.transports.base import Email, EmailSender, Sms, SmsSender, message_id
+from infra.transports.base import (
+    Email,
+    EmailSender,
+    Letter,
+    LetterSender,
+    Sms,
+    SmsSender,
+    message_id,
+)
 from messages.errors import (
     NoContact,
     NotYetKnown,
@@ -61,20 +72,40 @@ from messages.errors import (
     PrivacyOpsError,
     RuleViolation,
 )
-from messages.notices import NoticeChannel, NoticeSend
+from messages.notices import NoticeChannel, NoticeKind, NoticeSend
 from workers.notifier import tables
 from workers.notifier.tables import NOTIFIER
-from workers.notifier.templates import Renderer
+from workers.notifier.templates import IN_WRITING, Renderer
 from workers.platform.tables import contact
 
 log = structlog.get_logger("privacyops.notifier")
 
 #: Channel order when a notice names none: e-mail first (it carries the full text).
 FALLBACK_ORDER = (NoticeChannel.EMAIL, NoticeChannel.SMS)
+#: Channel order of notices that must reach the subject in full, in writing.
+WRITTEN_ORDER = (NoticeChannel.EMAIL, NoticeChannel.POST)
 
 
 #: Notice channel -> contact_points.kind.
-CONTACT_KIND = {NoticeChannel.EMAIL: "email", NoticeChannel.SMS: "phone"}
+CONTACT_KIND = {
+    NoticeChannel.EMAIL: "email",
+    NoticeChannel.SMS: "phone",
+    NoticeChannel.POST: "postal",
+}
+
+
+def channel_order(kind: NoticeKind, asked: NoticeChannel | None) -> tuple[NoticeChannel, ...]:
+    """Where a notice may go, in order.
+
+    A notice that must be complete (``IN_WRITING``: a breach notice, POPIA s22(4): "by
+    post, e-mail, website or news media"; a final answer or an extension with its
+    reasons) goes by e-mail or post, never by SMS, which cannot carry it: post first
+    when the subject asked for post. Other notices go on the channel asked for, else
+    e-mail, then SMS.
+    """
+    if kind in IN_WRITING:
+        return WRITTEN_ORDER[::-1] if asked is NoticeChannel.POST else WRITTEN_ORDER
+    return (asked,) if asked else FALLBACK_ORDER
 
 
 class NotifierWorker(Worker):
@@ -91,19 +122,26 @@ class NotifierWorker(Worker):
         directory: tenant_config.TenantDirectory | None = None,
         email: EmailSender | None = None,
         sms: SmsSender | None = None,
+        post: LetterSender | None = None,
     ) -> None:
         self.settings = settings
         self.directory = directory or tenant_config.from_settings(settings)
         self.renderer = Renderer()
         self._email = email or transports.email_sender(settings)
         self._sms = sms or transports.sms_sender(settings)
+        self._post = post or transports.letter_sender(settings)
         self._store: Store | None = None
 
     async def open(self, resources: Resources) -> None:
         self._store = resources.store
 
     async def close(self) -> None:
-        for sender in (self._sms, self._email):
+        senders: tuple[EmailSender | SmsSender | LetterSender, ...] = (
+            self._post,
+            self._sms,
+            self._email,
+        )
+        for sender in senders:
             try:
                 await sender.close()
             except Exception as exc:  # noqa: BLE001 - keep closing the rest (STYLE 7)
@@ -183,6 +221,18 @@ class NotifierWorker(Worker):
             )
             reference = await self._email.send(email)
             transport = self._email.transport
+        elif channel is NoticeChannel.POST:
+            rendered = self.renderer.email(notice.kind, tenant, regulator, notice.context)
+            letter = Letter(
+                notice_id,
+                tenant.display_name,
+                tenant.website,
+                address,
+                rendered.subject,
+                rendered.text,
+            )
+            reference = await self._post.send(letter)
+            transport = self._post.transport
         else:
             text = self.renderer.sms(notice.kind, tenant, regulator, notice.context)
             reference = await self._sms.send(Sms(notice_id, tenant.sms_sender_id, address, text))
@@ -194,7 +244,7 @@ class NotifierWorker(Worker):
     async def _address(self, message: NoticeSend) -> tuple[NoticeChannel, str]:
         """The channel to use and the subject's address on it, read now."""
         notice = message.payload
-        order = (notice.channel,) if notice.channel else FALLBACK_ORDER
+        order = channel_order(notice.kind, notice.channel)
         async with self._opened().transaction() as tx:
             for channel in order:
                 address = await contact(
@@ -202,5 +252,5 @@ class NotifierWorker(Worker):
                 )
                 if address:
                     return channel, address
-        wanted = notice.channel.value if notice.channel else "e-mail or SMS"
+        wanted = " or ".join(c.value for c in order)
         raise NoContact(f"no {wanted} contact point for the subject")

@@ -100,8 +100,10 @@ class Seeder:
                 "contact_points",
                 (t, ref, "postal", f"{rng.randint(1, 400)} Main Road, Durban, 4001", 0),
             )
-        for n in range(rng.choice([1, 1, 2, 3])):
-            self._account(ref, f"{ref}-a{n}")
+        for _ in range(rng.choice([1, 1, 2, 3])):
+            # a random id: an account id built from the subject_ref would lead back to the
+            # subject from every payment kept de-identified after an erasure
+            self._account(ref, f"acc-{rng.getrandbits(48):012x}")
         for _ in range(rng.randint(0, 3)):
             sent = _day(rng, date(2023, 1, 1), TODAY).isoformat()
             self._add(

@@ -215,7 +215,7 @@ async def sweep_reports(store: Store, sink: Sink | None, now: datetime, warn: ti
 
 
 async def report_of(tx: Transaction, incident: Incident) -> dict[str, Any] | None:
-    """The regulator report (DOMAIN.md 3) as JSON-ready fields."""
+    """The regulator report (POPIA s22; GDPR art 33(3)) as JSON-ready fields."""
     row = await tx.fetchone(
         "SELECT compromise, breach_type, data_categories, subject_count, notified_how,"
         " incident_date, aware_at, due_at, sent_at, delay_reason, flag FROM security_reports"

@@ -1,6 +1,6 @@
 """Security worker: alerts become incidents; a compromise is notified once, in phases.
 
-Rules enforced (DOMAIN.md section 3; pure rules in ``workers/security/rules.py``):
+Rules enforced (docs/rules.md "Security compromises"; pure rules in ``workers/security/rules.py``):
 
 * Correlation: an alert joins the open incident of its fingerprint (tenant plus
   the configured fields) within ``security_window_s``: its count and timeline
@@ -16,7 +16,7 @@ Rules enforced (DOMAIN.md section 3; pure rules in ``workers/security/rules.py``
   (POPIA s22(1): personal data involvement suspected or confirmed), and again
   when an alleged compromise is confirmed.
 * The regulator report record is drafted at that moment with the fields of
-  DOMAIN.md 3 and the GDPR art 33(1) clock: 72 hours from awareness (the
+  POPIA s22 and the GDPR art 33(1) clock: 72 hours from awareness (the
   detection time of the alert that gave the grounds). The periodic sweep
   (``tick``) flags unsent reports due within ``security_report_warn_h`` and
   overdue ones, once per state, as audit and log events; ``incidents list``
@@ -28,7 +28,10 @@ Rules enforced (DOMAIN.md section 3; pure rules in ``workers/security/rules.py``
   Under POPIA every compromise is notifiable whatever its severity.
 * Protective action: ``account.lock`` for each account named by an
   account-takeover alert (once per account per incident); ``incident.escalated``
-  to the on-call security contact when an incident reaches high severity.
+  to the on-call security contact when an incident reaches high severity. When
+  it does while personal data involvement is still unknown, the escalation asks
+  for a decision on it (``decision_needed``): a serious incident is never left
+  silent because no alert said "suspected".
 
 Alert descriptions and the unauthorised party's identity may be personal data:
 they are stored with the incident and never logged.
@@ -318,6 +321,9 @@ class SecurityWorker(Worker):
             self.escalate(after, effects)
 
     def escalate(self, after: Incident, effects: Effects) -> None:
+        """High or very high severity: the on-call contact is told; with personal data
+        involvement still unknown, asked to decide on it (POPIA s22(1): never silence)."""
+        undecided = after.personal_data is PersonalData.UNKNOWN
         effects.emit(
             IncidentEscalated(
                 tenant_id=after.tenant_id,
@@ -328,12 +334,20 @@ class SecurityWorker(Worker):
                     severity_score=after.score,
                     status=after.status,
                     contact=self.oncall,
+                    decision_needed="personal_data_involvement" if undecided else None,
                 ),
             )
         )
         effects.audit(
             "oncall_notified", None, incident_id=after.incident_id, severity=after.severity
         )
+        if undecided:
+            effects.audit(
+                "compromise_decision_requested",
+                None,
+                incident_id=after.incident_id,
+                severity=after.severity,
+            )
 
     # -- periodic: the 72-hour clock ---------------------------------------------------------
 

@@ -1,6 +1,7 @@
 """Incident rules without I/O: fingerprint, ENISA severity, status, compromise, report clock.
 
-Correlation (DOMAIN.md 3): alerts sharing a fingerprint inside a window join one
+Correlation (docs/rules.md "Security compromises"): alerts sharing a fingerprint
+inside a window join one
 open incident. The fingerprint is always scoped to the tenant (tenants never
 share an incident) plus the configured fields (default: source, category and
 target system; ``target_accounts`` adds the alert's sorted account ids). An
@@ -16,7 +17,7 @@ for a methodology of the assessment of severity of personal data breaches*,
 * DPC, data processing context: the base score of the most sensitive data
   category involved: simple data (identity, contact) 1; behavioural data
   (communications, behaviour, credentials) 2; financial data (financial,
-  credit) 3 (DOMAIN.md 3); sensitive data (POPIA s26 special information,
+  credit) 3; sensitive data (POPIA s26 special information,
   children's information) 4. No category declared: 1, since every record on a
   collection platform is at least identity and contact data.
 * EI, ease of identification: maximum 1.0 when identity data is involved or
@@ -32,7 +33,7 @@ for a methodology of the assessment of severity of personal data breaches*,
 Bands: low < 2, medium 2 to < 3, high 3 to < 4, very high >= 4. An incident's
 score only grows: it is recomputed from the union of everything its alerts said.
 Under POPIA every compromise is notifiable whatever its band; the band sets
-priority and escalation only (DOMAIN.md 3).
+priority and escalation only (POPIA s22(1)).
 """
 
 from __future__ import annotations
@@ -143,7 +144,7 @@ def pick(
 
 
 def band(score: float) -> Severity:
-    """ENISA bands (DOMAIN.md 3): low < 2, medium 2 to < 3, high 3 to < 4, very high >= 4."""
+    """ENISA bands: low < 2, medium 2 to < 3, high 3 to < 4, very high >= 4."""
     if score >= 4:
         return Severity.VERY_HIGH
     if score >= 3:

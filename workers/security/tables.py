@@ -264,7 +264,7 @@ def incident_from(row: Row) -> Incident:
 
 
 def report_row(i: Incident, now: datetime) -> Row:
-    """The regulator report record's fields (DOMAIN.md 3) as they stand for ``i``."""
+    """The regulator report record's fields (POPIA s22; GDPR art 33(3)) as they stand for ``i``."""
     assert i.compromise is not None
     assert i.aware_at is not None
     return (

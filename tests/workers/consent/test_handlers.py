@@ -12,8 +12,15 @@ from infra.publisher import Publisher
 from infra.runtime.service import Service
 from messages.registry import decode
 from tests.support.db import connect
-from tests.support.helpers import ServiceFactory, consent_changed, drain_queue, wait_until
-from workers.consent import is_contactable
+from tests.support.helpers import (
+    ServiceFactory,
+    consent_changed,
+    contactable,
+    drain_queue,
+    wait_until,
+)
+from workers.consent import may_ask
+from workers.platform.keys import digest_key
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 
@@ -54,9 +61,9 @@ async def test_publish_then_applied(
     assert audit == [("consent_applied", "worker:consent", "debtor-1", str(message.message_id), 1)]
     notices = rows(db, "SELECT kind, channel, subject_ref FROM notification_outbox")
     assert notices == [("consent_confirmation", "sms", "debtor-1")]
-    assert await is_contactable(service.store, "acme", "debtor-1", "sms")
-    assert not await is_contactable(service.store, "acme", "debtor-1", "email")
-    assert not await is_contactable(service.store, "other", "debtor-1", "sms")
+    assert await contactable(service.store, settings, "acme", "debtor-1", "sms")
+    assert not await contactable(service.store, settings, "acme", "debtor-1", "email")
+    assert not await contactable(service.store, settings, "other", "debtor-1", "sms")
 
     # consent.updated went downstream with confirms (parked: nothing is bound yet)
     await service.outboxes.idle()
@@ -120,7 +127,7 @@ async def test_shuffled_events_end_in_the_newest(
     ]
     assert count(db, "consent_history") == 100
     expected = newest.payload.status.value == "granted"
-    assert await is_contactable(service.store, "acme", "debtor-4", "email") is expected
+    assert await contactable(service.store, settings, "acme", "debtor-4", "email") is expected
 
 
 async def test_equal_timestamps_withdrawal_wins(
@@ -161,9 +168,9 @@ async def test_tenants_and_channels_are_separate(
     )
     await until_inbox(settings, 3)
 
-    assert await is_contactable(service.store, "acme", "debtor-7", "email")
-    assert not await is_contactable(service.store, "bravo", "debtor-7", "email")
-    assert not await is_contactable(service.store, "acme", "debtor-7", "sms")
+    assert await contactable(service.store, settings, "acme", "debtor-7", "email")
+    assert not await contactable(service.store, settings, "bravo", "debtor-7", "email")
+    assert not await contactable(service.store, settings, "acme", "debtor-7", "sms")
 
 
 async def test_state_survives_a_restart(
@@ -178,4 +185,48 @@ async def test_state_survives_a_restart(
     older = consent_changed("debtor-8", status="withdrawn", occurred_at=T0 - timedelta(days=1))
     await publisher.publish(older)
     await until_inbox(settings, 2)
-    assert await is_contactable(second.store, "acme", "debtor-8", "email")
+    assert await contactable(second.store, settings, "acme", "debtor-8", "email")
+
+
+async def test_a_grant_for_another_purpose_never_overrides_a_marketing_withdrawal(
+    start_service: ServiceFactory, publisher: Publisher, settings: Settings
+) -> None:
+    service = await start_service()
+    await publisher.publish(consent_changed("debtor-9", status="withdrawn", occurred_at=T0))
+    await until_inbox(settings, 1)
+    later = T0 + timedelta(hours=1)
+    await publisher.publish(
+        consent_changed("debtor-9", purpose="service_messages", occurred_at=later)
+    )
+    await until_inbox(settings, 2)
+
+    state = rows(settings.db_path, "SELECT purpose, status FROM consent_state ORDER BY purpose")
+    assert state == [("direct_marketing", "withdrawn"), ("service_messages", "granted")]
+    assert not await contactable(service.store, settings, "acme", "debtor-9", "email")
+    assert await contactable(
+        service.store, settings, "acme", "debtor-9", "email", "service_messages"
+    )
+
+
+async def test_a_refusal_when_asked_is_recorded_as_never_ask(
+    start_service: ServiceFactory, publisher: Publisher, settings: Settings
+) -> None:
+    service = await start_service()
+    await publisher.publish(
+        consent_changed("debtor-10", status="refused", channel="sms", source="call_centre")
+    )
+    await publisher.publish(consent_changed("debtor-11", status="withdrawn", channel="sms"))
+    await until_inbox(settings, 2)
+
+    assert rows(settings.db_path, "SELECT subject_ref, status FROM consent_state ORDER BY 1") == [
+        ("debtor-10", "refused"),
+        ("debtor-11", "withdrawn"),
+    ]
+    key = digest_key(settings)
+    assert not await may_ask(service.store, "acme", "debtor-10", digest_key=key)
+    assert await may_ask(service.store, "acme", "debtor-11", digest_key=key)
+    assert not await contactable(service.store, settings, "acme", "debtor-10", "sms")
+    await service.outboxes.idle()
+    parked = await drain_queue(settings.amqp_url.get_secret_value(), service.names.unrouted)
+    statuses = {decode(m.body).payload.subject_ref: decode(m.body).payload.status for m in parked}
+    assert statuses == {"debtor-10": "refused", "debtor-11": "withdrawn"}

@@ -1,11 +1,13 @@
-"""The ordering rule of DOMAIN.md section 4, without I/O."""
+"""The consent rules of docs/rules.md ("Direct-marketing consent"), without I/O."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from messages.consent import ConsentStatus
-from workers.consent.rules import Current, Outcome, decide
+import pytest
+
+from messages.consent import ConsentStatus, is_marketing
+from workers.consent.rules import Current, Outcome, contactable, decide
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 G, W = ConsentStatus.GRANTED, ConsentStatus.WITHDRAWN
@@ -34,3 +36,64 @@ def test_withdrawal_wins_a_tie() -> None:
 def test_same_status_newer_time_is_a_reaffirmation() -> None:
     assert decide(G, T0 + timedelta(hours=1), Current(G, T0)) is Outcome.REAFFIRMED
     assert decide(G, T0, Current(G, T0)) is Outcome.SUPERSEDED
+
+
+R = ConsentStatus.REFUSED
+
+
+@pytest.mark.parametrize(
+    ("status", "occurred", "current", "barrier", "outcome"),
+    [
+        (G, T0, None, T0 + timedelta(days=1), Outcome.BARRED),  # older than the barrier
+        (G, T0, None, T0, Outcome.BARRED),  # a tie with the barrier: the opt-out wins
+        (G, T0 + timedelta(days=2), None, T0 + timedelta(days=1), Outcome.APPLIED),  # newer
+        (W, T0, None, T0 + timedelta(days=1), Outcome.APPLIED),  # withdrawals never barred
+        (R, T0, Current(G, T0 - timedelta(days=1)), T0, Outcome.APPLIED),
+    ],
+)
+def test_a_grant_not_newer_than_a_kept_opt_out_is_barred(
+    status: ConsentStatus,
+    occurred: datetime,
+    current: Current | None,
+    barrier: datetime,
+    outcome: Outcome,
+) -> None:
+    assert decide(status, occurred, current, barrier) is outcome
+
+
+def test_the_protective_status_wins_a_tie() -> None:
+    assert decide(R, T0, Current(W, T0)) is Outcome.APPLIED
+    assert decide(W, T0, Current(R, T0)) is Outcome.SUPERSEDED
+    assert decide(G, T0, Current(R, T0)) is Outcome.SUPERSEDED
+
+
+@pytest.mark.parametrize(
+    ("current", "barrier", "expected"),
+    [
+        (Current(G, T0), None, True),
+        (Current(G, T0), T0 - timedelta(seconds=1), True),
+        (Current(G, T0), T0, False),
+        (Current(G, T0), T0 + timedelta(days=1), False),
+        (Current(W, T0), None, False),
+        (Current(R, T0), None, False),
+        (None, None, False),
+    ],
+)
+def test_only_a_grant_newer_than_every_barrier_allows_contact(
+    current: Current | None, barrier: datetime | None, expected: bool
+) -> None:
+    assert contactable(current, barrier) is expected
+
+
+@pytest.mark.parametrize(
+    ("purpose", "marketing"),
+    [
+        ("direct_marketing", True),
+        ("partner_offers", True),  # unclassified purposes are protected as marketing
+        ("service_messages", False),
+        ("account_notices", False),
+        ("payment_reminders", False),
+    ],
+)
+def test_which_purposes_are_marketing(purpose: str, marketing: bool) -> None:
+    assert is_marketing(purpose) is marketing

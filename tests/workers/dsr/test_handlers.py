@@ -5,219 +5,50 @@ from __future__ import annotations
 import io
 import json
 import zipfile
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from random import Random
 from typing import Any
+from zoneinfo import ZoneInfo
 
-import pytest
-
-from config.datamap import load_datamap
 from config.settings import Settings
+from config.tenants import DEFAULT_PATH as DEFAULT_TENANTS
+from config.tenants import load as load_tenants
 from infra.headers import H_ERROR, H_ERROR_TYPE
 from infra.publisher import Publisher
 from infra.runtime.service import Service
 from messages.dsr import (
     DsrExtended,
     DsrExtendedPayload,
-    DsrRequested,
-    DsrRequestedPayload,
-    DsrVerified,
-    DsrVerifiedPayload,
-    SubjectIdentifiers,
+    Regime,
+    RequestKind,
 )
+from messages.notices import NoticeKind
 from messages.registry import decode
-from tests.support.db import connect
+from tests.support.dsr import (
+    BAD_ID,
+    DATAMAP,
+    EMAIL,
+    NOW,
+    PHONE,
+    SA_ID,
+    answered,
+    notices,
+    request,
+    snapshot,
+    sql,
+    verified,
+)
 from tests.support.helpers import (
-    ServiceFactory,
+    contactable,
     drain_queue,
     log_lines,
-    migrated_store,
     queue_depth,
     wait_until,
 )
-from workers.consent import is_contactable
 from workers.dsr import DsrWorker, package
-from workers.dsr.rules import due_on
+from workers.dsr.rules import due_on, local_date
 from workers.dsr.sweeps import run_all
-from workers.platform.seed import sa_id_number, seed
-
-DATAMAP = load_datamap()
-EMAIL, PHONE = "thandi.nkosi@example.co.za", "+27825550199"
-SA_ID = sa_id_number(Random(1), date(1985, 1, 1))
-BAD_ID = SA_ID[:-1] + str((int(SA_ID[-1]) + 1) % 10)
-NOW = datetime.now(UTC)
-
-
-def sql(db: Path, query: str, *params: object) -> list[tuple[Any, ...]]:
-    with connect(db) as conn:
-        return conn.execute(query, params).fetchall()
-
-
-def snapshot(db: Path, exclude: tuple[str, str]) -> dict[str, list[tuple[Any, ...]]]:
-    """Every data-map row except those of one (tenant, subject) and de-identified ones."""
-    tenant, subject = exclude
-    return {
-        name: sorted(
-            sql(
-                db,
-                f"SELECT * FROM {name} WHERE NOT (tenant_id = ? AND {t.subject_column} = ?)"
-                f" AND {t.subject_column} NOT LIKE 'anon-%'",
-                tenant,
-                subject,
-            ),
-            key=repr,
-        )
-        for name, t in DATAMAP.tables.items()
-    }
-
-
-def plant(
-    db: Path,
-    tenant: str,
-    subject: str,
-    *,
-    account: str,
-    closed: str | None = None,
-    id_number: str = SA_ID,
-) -> None:
-    """One debtor with a row in every table of the data map."""
-    with connect(db) as conn:
-        conn.execute(
-            "INSERT INTO debtors VALUES (?, ?, 'Thandi', 'Nkosi', ?, '1985-01-01', ?)",
-            (tenant, subject, id_number, NOW.isoformat()),
-        )
-        conn.executemany(
-            "INSERT INTO contact_points (tenant_id, subject_ref, kind, value, is_primary)"
-            " VALUES (?, ?, ?, ?, 1)",
-            [(tenant, subject, "email", EMAIL), (tenant, subject, "phone", PHONE)],
-        )
-        conn.execute(
-            "INSERT INTO accounts VALUES (?, ?, ?, 'Ubuntu Bank', 'REF1', 'ordinary',"
-            " 150000, ?, '2014-01-01', ?, '2015-01-01')",
-            (f"{subject}-a1", tenant, subject, account, closed),
-        )
-        conn.execute(
-            "INSERT INTO payments VALUES (?, ?, ?, 5000, '2015-01-01', 'eft', 'B1')",
-            (tenant, subject, f"{subject}-a1"),
-        )
-        conn.execute(
-            "INSERT INTO communications VALUES (?, ?, 'sms', '2015-02-01', 'Reminder')",
-            (tenant, subject),
-        )
-        conn.execute(
-            "INSERT INTO notes VALUES (?, ?, 'agent-1', '2015-02-02', 'Called')", (tenant, subject)
-        )
-        conn.execute(
-            "INSERT INTO consent_state VALUES (?, ?, 'email', 'direct_marketing',"
-            " 'withdrawn', ?, 'web_form', 'm1', ?)",
-            (tenant, subject, NOW.isoformat(), NOW.isoformat()),
-        )
-        conn.execute(
-            "INSERT INTO consent_history (tenant_id, subject_ref, channel, purpose,"
-            " status, source, evidence, occurred_at, message_id, outcome, recorded_at)"
-            " VALUES (?, ?, 'email', 'direct_marketing', 'withdrawn', 'web_form', '{}',"
-            " ?, 'm1', 'applied', ?)",
-            (tenant, subject, NOW.isoformat(), NOW.isoformat()),
-        )
-
-
-@pytest.fixture
-async def dsr(settings: Settings, start_service: ServiceFactory, tmp_path: Path) -> Service:
-    changed = settings.with_changes(
-        export_dir=tmp_path / "exports",
-        export_key_file=tmp_path / "export.key",
-        restriction_lift_notice_hours=0,
-    )
-    async with migrated_store(settings) as store:
-        await seed(store, ["acme", "bravo"], 30)
-    db = settings.db_path
-    plant(db, "acme", "debtor-open", account="open")
-    plant(
-        db,
-        "acme",
-        "debtor-gone",
-        account="closed",
-        closed="2015-06-30",
-        id_number=sa_id_number(Random(2), date(1970, 3, 3)),
-    )
-    plant(
-        db,
-        "bravo",
-        "debtor-open",
-        account="open",
-        id_number=sa_id_number(Random(3), date(1990, 7, 7)),
-    )
-    return await start_service(
-        [DsrWorker(changed)],
-        **{
-            k: getattr(changed, k)
-            for k in ("export_dir", "export_key_file", "restriction_lift_notice_hours")
-        },
-    )
-
-
-def request(
-    request_id: str,
-    kind: str,
-    subject: str = "debtor-open",
-    *,
-    verified: bool = True,
-    details: dict[str, Any] | None = None,
-    tenant: str = "acme",
-    received_at: datetime | None = None,
-    **subject_ids: Any,
-) -> DsrRequested:
-    return DsrRequested(
-        tenant_id=tenant,
-        payload=DsrRequestedPayload.model_validate(
-            {
-                "request_id": request_id,
-                "kind": kind,
-                "identity_verified": verified,
-                "subject": SubjectIdentifiers(subject_ref=subject, **subject_ids),
-                "received_at": received_at or NOW,
-                "details": {"kind": kind, **(details or {})},
-            }
-        ),
-    )
-
-
-async def answered(
-    db: Path,
-    request_id: str,
-    statuses: tuple[str, ...] = (
-        "completed",
-        "partially_completed",
-        "refused",
-        "awaiting_verification",
-    ),
-) -> str:
-    async def done() -> bool:
-        rows = sql(db, "SELECT status FROM dsr_requests WHERE request_id = ?", request_id)
-        return bool(rows) and rows[0][0] in statuses
-
-    await wait_until(done)
-    return str(sql(db, "SELECT status FROM dsr_requests WHERE request_id = ?", request_id)[0][0])
-
-
-#: The order a request's notices are queued in; notices queued by one message share a time.
-LIFECYCLE = (
-    "dsr_received",
-    "dsr_verification_needed",
-    "dsr_extended",
-    "dsr_package_ready",
-    "restriction_lifting",
-    "dsr_completed",
-    "dsr_refused",
-)
-
-
-def notices(db: Path, request_id: str) -> list[tuple[str, dict[str, Any]]]:
-    rows = sql(db, "SELECT created_at, kind, context FROM notification_outbox")
-    rows.sort(key=lambda r: (r[0], LIFECYCLE.index(r[1]) if r[1] in LIFECYCLE else 99))
-    found = [(kind, json.loads(ctx)) for _, kind, ctx in rows]
-    return [(kind, ctx) for kind, ctx in found if ctx.get("request_id") == request_id]
+from workers.notifier.templates import Renderer
 
 
 async def test_access_exports_every_table_and_nothing_of_anyone_else(
@@ -268,12 +99,7 @@ async def test_unverified_erasure_touches_nothing_then_verified_is_partial(
     assert [k for k, _ in notices(db, "r-erase")] == ["dsr_received", "dsr_verification_needed"]
 
     before = snapshot(db, ("acme", "debtor-open"))
-    await publisher.publish(
-        DsrVerified(
-            tenant_id="acme",
-            payload=DsrVerifiedPayload(request_id="r-erase", method="id_document", verified_at=NOW),
-        )
-    )
+    await publisher.publish(verified("r-erase"))
     assert await answered(db, "r-erase", ("partially_completed",)) == "partially_completed"
 
     assert snapshot(db, ("acme", "debtor-open")) == before  # no other subject or tenant
@@ -295,23 +121,24 @@ async def test_unverified_erasure_touches_nothing_then_verified_is_partial(
     assert set(held) == {
         "debtors",
         "contact_points",
-        "accounts",
-        "payments",
+        "accounts:acc-1001",
+        "payments:acc-1001",
         "communications",
         "notes",
     }
-    assert "open debt" in held["accounts"].lower()
-    assert sql(db, "SELECT channel, basis FROM suppression_list") == [
-        ("email", "NCR reg 58(4): opt-out kept 3 years")
+    assert "open debt" in held["accounts:acc-1001"].lower()
+    assert sql(db, "SELECT DISTINCT channel, purpose, basis FROM suppression_list") == [
+        ("*", "*", "NCR reg 58(4): opt-out kept 3 years after erasure")
     ]
+    assert sql(db, "SELECT count(*) FROM suppression_list") == [(3,)]  # subject, e-mail, phone
     assert EMAIL not in repr(sql(db, "SELECT * FROM suppression_list"))
     [(_, reason)] = sql(
         db,
         "SELECT to_status, reason FROM dsr_transitions WHERE request_id ="
         " 'r-erase' AND to_status = 'partially_completed'",
     )
-    assert "accounts (open_debt)" in reason
-    assert not await is_contactable(dsr.store, "acme", "debtor-open", "email")
+    assert "accounts:acc-1001 (open_debt)" in reason
+    assert not await contactable(dsr.store, settings, "acme", "debtor-open", "email")
     assert EMAIL not in log_output.getvalue()
     assert SA_ID not in log_output.getvalue()
 
@@ -331,12 +158,14 @@ async def test_erasure_after_the_holds_expire_completes(
             f" AND {table.subject_column} = 'debtor-gone'",
         )
         assert rows == [(0,)], name
-    [(anon, amount, bank)] = sql(
+    [(anon, account, amount, bank)] = sql(
         db,
-        "SELECT subject_ref, amount_cents, bank_reference"
-        " FROM payments WHERE account_id = 'debtor-gone-a1'",
+        "SELECT subject_ref, account_id, amount_cents, bank_reference"
+        " FROM payments WHERE subject_ref LIKE 'anon-%'",
     )
     assert anon.startswith("anon-")
+    assert account.startswith("anon-")
+    assert anon != account
     assert (amount, bank) == (5000, None)
 
     # the open debtor: partial now, complete once the account closed long enough ago
@@ -411,31 +240,26 @@ async def test_restriction_and_its_lifting(
             "UPDATE consent_state SET status = 'granted' WHERE tenant_id = 'acme'"
             " AND subject_ref = 'debtor-open'"
         )
-    assert await is_contactable(dsr.store, "acme", "debtor-open", "email")
+    assert await contactable(dsr.store, settings, "acme", "debtor-open", "email")
     await publisher.publish(request("r-stop", "restriction", verified=False))
     assert await answered(db, "r-stop") == "completed"
-    assert not await is_contactable(dsr.store, "acme", "debtor-open", "email")
+    assert not await contactable(dsr.store, settings, "acme", "debtor-open", "email")
 
     await publisher.publish(
         request("r-lift", "restriction", details={"lift": True}, verified=False)
     )
     assert await answered(db, "r-lift") == "awaiting_verification"
-    await publisher.publish(
-        DsrVerified(
-            tenant_id="acme",
-            payload=DsrVerifiedPayload(request_id="r-lift", method="otp", verified_at=NOW),
-        )
-    )
+    await publisher.publish(verified("r-lift"))
     assert await answered(db, "r-lift", ("completed",)) == "completed"
     assert "restriction_lifting" in [k for k, _ in notices(db, "r-lift")]
-    assert not await is_contactable(dsr.store, "acme", "debtor-open", "email")  # told first
+    assert not await contactable(dsr.store, settings, "acme", "debtor-open", "email")  # told first
     worker = dsr.workers[0]
     assert isinstance(worker, DsrWorker)
     report = await run_all(
         worker, dsr.store, dsr.outboxes, datetime.now(UTC) + timedelta(seconds=1)
     )
     assert report.lifted == 1
-    assert await is_contactable(dsr.store, "acme", "debtor-open", "email")
+    assert await contactable(dsr.store, settings, "acme", "debtor-open", "email")
 
 
 async def test_objection_to_direct_marketing_withdraws_every_channel(
@@ -529,7 +353,9 @@ async def test_extension_before_the_due_date_and_refusal_after(
 
     await wait_until(extended)
     due = sql(db, "SELECT due_on FROM dsr_requests WHERE request_id = 'r-slow'")[0][0]
-    assert due == (due_on(NOW.date()) + timedelta(days=30)).isoformat()  # PAIA s57 for access
+    received = local_date(NOW, ZoneInfo("Africa/Johannesburg"))
+    expected = due_on(received, Regime.POPIA, RequestKind.ACCESS) + timedelta(days=30)
+    assert due == expected.isoformat()  # PAIA s57 for access
     assert "dsr_extended" in [k for k, _ in notices(db, "r-slow")]
 
     late = request("r-late", "erasure", verified=False, received_at=NOW - timedelta(days=40))
@@ -605,3 +431,46 @@ async def test_planted_personal_data_stays_out_of_logs_and_headers(
     for planted in (EMAIL, PHONE, SA_ID, BAD_ID, "82 555 0199"):
         assert planted not in text
     assert any(line["event"] == "dsr_answered" for line in log_lines(log_output))
+
+
+async def test_the_final_answer_says_what_was_done_kept_and_why_and_how_to_complain(
+    dsr: Service, publisher: Publisher, settings: Settings
+) -> None:
+    db = settings.db_path
+    await publisher.publish(request("r-why", "erasure"))
+    assert await answered(db, "r-why") == "partially_completed"
+    context = dict(notices(db, "r-why"))["dsr_completed"]
+    assert any("Deleted or de-identified" in s for s in context["done"])
+    kept = {item["what"]: item for item in context["kept"]}
+    account = kept["debts under collection (account acc-1001)"]
+    assert account["basis"].startswith("An open debt is always a legal hold")
+    assert account["until"] == "while the debt is open"
+    directory = load_tenants(DEFAULT_TENANTS)
+    email = Renderer().email(
+        NoticeKind.DSR_COMPLETED, directory.tenants["acme"], directory.regulator, context
+    )
+    assert "An open debt is always a legal hold" in email.text
+    assert "Kept until: while the debt is open" in email.text
+    assert "Information Regulator" in email.text
+
+
+async def test_a_popia_access_request_past_its_deadline_is_answered_as_deemed_refused(
+    dsr: Service, publisher: Publisher, settings: Settings
+) -> None:
+    db = settings.db_path
+    late = request("r-paia-late", "access", verified=False, received_at=NOW - timedelta(days=40))
+    await publisher.publish(late)
+    assert await answered(db, "r-paia-late") == "awaiting_verification"
+    worker = dsr.workers[0]
+    assert isinstance(worker, DsrWorker)
+    await run_all(worker, dsr.store, dsr.outboxes, datetime.now(UTC))
+    deemed = dict(notices(db, "r-paia-late"))["dsr_deemed_refused"]
+    assert deemed["due_on"] < NOW.date().isoformat()
+    [(reason,)] = sql(
+        db,
+        "SELECT reason FROM dsr_transitions WHERE request_id = 'r-paia-late'"
+        " AND reason LIKE 'deemed refused%'",
+    )
+    assert "PAIA s58" in reason
+    await run_all(worker, dsr.store, dsr.outboxes, datetime.now(UTC))  # told once
+    assert [k for k, _ in notices(db, "r-paia-late")].count("dsr_deemed_refused") == 1

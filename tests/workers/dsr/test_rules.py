@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, date, datetime
+from zoneinfo import ZoneInfo
 
 import pytest
 
-from config.datamap import load_datamap, load_retention
+from config.datamap import Hold, load_datamap, load_retention
 from messages.dsr import Regime, RequestKind
 from messages.errors import RuleViolation
 from workers.dsr.rules import (
     Account,
+    account_holds,
     active_holds,
     add_months,
     deadline_state,
     due_on,
     extended_due_on,
+    local_date,
+    subject_holds,
 )
 from workers.platform.seed import Seeder, sa_id_number
 
@@ -32,7 +36,48 @@ from workers.platform.seed import Seeder, sa_id_number
     ],
 )
 def test_due_one_calendar_month_after_receipt(received: date, due: date) -> None:
-    assert due_on(received) == due
+    assert due_on(received, Regime.GDPR, RequestKind.ACCESS) == due
+    assert due_on(received, Regime.POPIA, RequestKind.ERASURE) == due
+
+
+SAST = ZoneInfo("Africa/Johannesburg")
+
+
+@pytest.mark.parametrize(
+    ("moment", "zone", "day"),
+    [
+        (datetime(2026, 2, 28, 22, 30, tzinfo=UTC), SAST, date(2026, 3, 1)),  # 00:30 SAST
+        (datetime(2026, 2, 28, 21, 59, tzinfo=UTC), SAST, date(2026, 2, 28)),
+        (datetime(2026, 2, 28, 23, 30, tzinfo=UTC), ZoneInfo("Europe/London"), date(2026, 2, 28)),
+    ],
+)
+def test_dates_are_the_tenants_local_dates(moment: datetime, zone: ZoneInfo, day: date) -> None:
+    assert local_date(moment, zone) == day
+
+
+@pytest.mark.parametrize(
+    ("received", "due"),
+    [
+        (date(2026, 1, 1), date(2026, 1, 31)),  # 30 days is earlier than a month (31 days)
+        (date(2026, 2, 1), date(2026, 3, 1)),  # a month (28 days) is earlier than 30 days
+        (date(2026, 4, 1), date(2026, 5, 1)),  # 30 days = a month
+    ],
+)
+def test_popia_access_is_due_in_30_days_when_earlier_than_a_month(
+    received: date, due: date
+) -> None:
+    assert due_on(received, Regime.POPIA, RequestKind.ACCESS) == due
+
+
+@pytest.mark.parametrize(
+    "kind", [k for k in RequestKind if k is not RequestKind.ACCESS], ids=lambda k: k.value
+)
+def test_popia_gives_no_extension_for_its_other_rights(kind: RequestKind) -> None:
+    with pytest.raises(RuleViolation, match="no extension"):
+        extended_due_on(Regime.POPIA, kind, date(2026, 2, 15), 1, date(2026, 2, 1))
+    assert extended_due_on(Regime.GDPR, kind, date(2026, 2, 15), 2, date(2026, 2, 1)) == date(
+        2026, 4, 15
+    )
 
 
 def test_add_months_across_years() -> None:
@@ -74,9 +119,63 @@ TODAY = date(2026, 11, 1)
 
 
 def account(
-    status: str, closed: date | None = None, paid: date | None = None, debt_type: str = "ordinary"
+    status: str,
+    closed: date | None = None,
+    paid: date | None = None,
+    debt_type: str = "ordinary",
+    account_id: str = "acc-1",
+    judgment: date | None = None,
 ) -> Account:
-    return Account(status, debt_type, date(2015, 1, 1), closed, paid)
+    return Account(status, debt_type, date(2015, 1, 1), closed, paid, account_id, judgment)
+
+
+@pytest.mark.parametrize("debt_type", ["credit_card", "store_card", "ordinary"])
+def test_an_unlisted_debt_type_gets_the_three_year_prescription(debt_type: str) -> None:
+    paid = date(2025, 11, 1)  # a year before TODAY
+    holds = account_holds(
+        RETENTION, "bravo", account("written_off", paid=paid, debt_type=debt_type), TODAY
+    )
+    assert holds["identity"].name == "prescription"
+    assert holds["identity"].until == date(2028, 11, 1)
+
+
+def test_a_judgment_debt_runs_30_years_from_the_judgment() -> None:
+    judged = account(
+        "written_off", paid=date(2015, 6, 1), debt_type="judgment", judgment=date(2016, 5, 5)
+    )
+    assert account_holds(RETENTION, "bravo", judged, TODAY)["identity"].until == date(2046, 5, 5)
+    paid_later = account(
+        "written_off", paid=date(2018, 2, 2), debt_type="judgment", judgment=date(2016, 5, 5)
+    )
+    assert account_holds(RETENTION, "bravo", paid_later, TODAY)["identity"].until == date(
+        2048, 2, 2
+    )
+
+
+def test_holds_apply_per_record_and_the_identity_while_any_hold_is_active() -> None:
+    open_debt = account("open", account_id="acc-open")
+    prescribed = account("written_off", paid=date(2016, 1, 1), account_id="acc-old")
+    per_account = {
+        a.account_id: account_holds(RETENTION, "bravo", a, TODAY) for a in (open_debt, prescribed)
+    }
+    assert per_account["acc-old"] == {}  # its records may go although another debt is open
+    assert per_account["acc-open"]["debt"].name == "open_debt"
+    subject = subject_holds(per_account)
+    assert subject["identity"].until is None
+    assert subject["contact"].name == "open_debt"
+
+
+def test_a_hold_counted_in_years_needs_a_default_period() -> None:
+    with pytest.raises(ValueError, match="'years'"):
+        Hold.model_validate(
+            {
+                "name": "x",
+                "basis": "b",
+                "applies_to": ["debt"],
+                "from": ["opened_on"],
+                "years_by_debt_type": {"ordinary": 3},
+            }
+        )
 
 
 def test_an_open_account_holds_without_end() -> None:
@@ -93,7 +192,9 @@ def test_closed_account_runs_the_retention_periods() -> None:
     assert "debt" not in holds  # reg 55: 3 years, ran out on 2026-06-30
     assert holds["financial"].name == "tax_s29"
     assert holds["financial"].until == date(2028, 6, 30)
-    assert "identity" not in holds  # bravo is not a FICA accountable institution
+    # bravo is not a FICA accountable institution: the identity stays only for the tax records
+    assert holds["identity"].name == "tax_s29"
+    assert holds["identity"].basis.startswith("identity kept for records held")
     assert "contact" not in holds
 
 
@@ -107,7 +208,7 @@ def test_fica_applies_to_accountable_institutions_only() -> None:
 def test_prescription_by_debt_type() -> None:
     paid = date(2022, 1, 10)
     ordinary = active_holds(RETENTION, "bravo", [account("written_off", paid=paid)], TODAY)
-    assert "identity" not in ordinary  # prescribed on 2025-01-10
+    assert ordinary["identity"].name == "tax_s29"  # prescribed on 2025-01-10; tax keeps it
     assert ordinary["financial"].name == "tax_s29"
     bill = active_holds(
         RETENTION, "bravo", [account("written_off", paid=paid, debt_type="bill_of_exchange")], TODAY
@@ -140,3 +241,12 @@ def test_seeded_id_numbers_pass_the_check_digit() -> None:
     rng = Random(4)
     numbers = [sa_id_number(rng, date(1980, 5, 17)) for _ in range(100)]
     assert all(luhn_ok(n) and n.startswith("800517") and len(n) == 13 for n in numbers)
+
+
+def test_seeded_account_ids_never_contain_the_subject_ref() -> None:
+    seeder = Seeder("acme", 1)
+    for index in range(200):
+        seeder.debtor(index)
+    for account_id, _tenant, subject_ref, *_ in seeder.rows["accounts"]:
+        assert subject_ref not in str(account_id)
+        assert not str(account_id).startswith(f"{subject_ref}-")

@@ -49,6 +49,12 @@ EMAIL, PHONE, SA_ID = "thandi.nkosi@example.co.za", "+27 82 555 0199", "85010158
 PLANTED = (EMAIL, PHONE, SA_ID, "82 555 0199", "555 0199", "+27825550199")
 CONSENT = {"channel": "email", "status": "granted", "effective_at": "2026-01-15T10:00:00+00:00"}
 REFUSED = {"request_id": "DSR-1", "request_kind": "erasure", "reasons": [f"ID {SA_ID} on file"]}
+#: A notice that may go by SMS (a final answer or a breach notice may not: they go in writing).
+PACKAGE = {
+    "request_id": "DSR-1",
+    "package_token": f"code-{SA_ID}",
+    "expires_at": "2026-02-22T10:00:00+00:00",
+}
 BIN = Path(sys.executable).parent / "privacyops"
 
 BREACH = {
@@ -141,7 +147,13 @@ async def test_sms_through_the_gateway_with_idempotency_key(
     runner, url = await start_gateway(gateway)
     try:
         notice_id = await seed(
-            settings, "acme", "debtor-2", "dsr_refused", "sms", REFUSED, {"phone": "082 555 0199"}
+            settings,
+            "acme",
+            "debtor-2",
+            "dsr_package_ready",
+            "sms",
+            PACKAGE,
+            {"phone": "082 555 0199"},
         )
         await run_notifier(
             start_service,
@@ -158,7 +170,7 @@ async def test_sms_through_the_gateway_with_idempotency_key(
     assert request["headers"]["Idempotency-Key"] == notice_id
     assert request["body"]["from"] == "ACME"
     assert request["body"]["to"] == "+27825550199"
-    assert "Information Regulator" in request["body"]["text"]
+    assert f"code-{SA_ID}" in request["body"]["text"]
     assert delivery(settings, notice_id)["provider_ref"] == f"gw-{notice_id}"  # type: ignore[index]
 
 
@@ -240,9 +252,9 @@ async def test_permanent_rejection_and_no_contact_are_dead_lettered_without_pers
             settings, "acme", "debtor-5", "dsr_refused", "email", REFUSED, {"email": EMAIL}
         )
         invalid_number = await seed(
-            settings, "acme", "debtor-6", "dsr_refused", "sms", REFUSED, {"phone": PHONE}
+            settings, "acme", "debtor-6", "dsr_package_ready", "sms", PACKAGE, {"phone": PHONE}
         )
-        no_contact = await seed(settings, "acme", "debtor-7", "dsr_refused", "sms", REFUSED)
+        no_contact = await seed(settings, "acme", "debtor-7", "dsr_package_ready", "sms", PACKAGE)
         await run_notifier(
             start_service,
             settings,
@@ -325,7 +337,7 @@ async def test_file_channel_is_the_default(
         settings, "acme", "debtor-9", "consent_confirmation", "email", CONSENT, {"email": EMAIL}
     )
     sms_id = await seed(
-        settings, "acme", "debtor-9", "dsr_refused", "sms", REFUSED, {"phone": PHONE}
+        settings, "acme", "debtor-9", "dsr_package_ready", "sms", PACKAGE, {"phone": PHONE}
     )
     await run_notifier(start_service, settings, notify_dir=tmp_path / "out", outbox_poll_s=0.05)
     await status_is(settings, email_id, "sent")
@@ -337,7 +349,7 @@ async def test_file_channel_is_the_default(
 
 
 async def test_notices_list_cli(start_service: ServiceFactory, settings: Settings) -> None:
-    notice_id = await seed(settings, "acme", "debtor-10", "dsr_refused", "sms", REFUSED)
+    notice_id = await seed(settings, "acme", "debtor-10", "dsr_package_ready", "sms", PACKAGE)
     await run_notifier(start_service, settings, outbox_poll_s=0.05)
     await status_is(settings, notice_id, "failed")
     env = {**os.environ, **store_env(settings)}
@@ -447,3 +459,89 @@ async def test_consent_change_reaches_the_subject_through_the_outbox(
     text = eml.read_text()
     assert "You withdrew your consent" in text
     assert "To stop marketing messages from Acme Collections (Pty) Ltd" in text
+
+
+POSTAL = "12 Long Street, Cape Town, 8001"
+S22_5_HEADINGS = (
+    "possible consequences",
+    "measures taken",
+    "What you should do",
+    "identity of the unauthorised person",
+)
+
+
+async def test_a_breach_notice_goes_in_full_by_e_mail_or_post_never_cut_to_an_sms(
+    start_service: ServiceFactory, settings: Settings, tmp_path: Path
+) -> None:
+    by_post = await seed(
+        settings,
+        "acme",
+        "debtor-p",
+        "breach_notice",
+        None,
+        BREACH,
+        {"phone": PHONE, "postal": POSTAL},
+    )
+    phone_only = await seed(
+        settings, "acme", "debtor-s", "breach_notice", "sms", BREACH, {"phone": PHONE}
+    )
+    out = tmp_path / "out"
+    await run_notifier(start_service, settings, notify_dir=out, outbox_poll_s=0.05)
+    await status_is(settings, by_post, "sent")
+    await status_is(settings, phone_only, "failed")
+    letter = (out / "post" / f"{by_post}.txt").read_text()
+    assert POSTAL in letter
+    for heading in S22_5_HEADINGS:
+        assert heading in letter
+    assert "Locked the account" in letter
+    assert not (out / "sms").exists()  # neither notice was cut down to an SMS
+    row = delivery(settings, phone_only)
+    assert row is not None
+    assert row["reason"] == "no_contact"
+    assert delivery(settings, by_post)["channel"] == "post"  # type: ignore[index]
+
+
+async def test_a_reply_by_post_is_a_letter(
+    start_service: ServiceFactory, settings: Settings, tmp_path: Path
+) -> None:
+    received = {"request_id": "DSR-8", "request_kind": "access", "due_at": "2026-02-15"}
+    notice_id = await seed(
+        settings, "acme", "debtor-8", "dsr_received", "post", received, {"postal": POSTAL}
+    )
+    out = tmp_path / "out"
+    await run_notifier(start_service, settings, notify_dir=out, outbox_poll_s=0.05)
+    await status_is(settings, notice_id, "sent")
+    letter = (out / "post" / f"{notice_id}.txt").read_text()
+    assert POSTAL in letter
+    assert "DSR-8" in letter
+    assert "Acme Collections (Pty) Ltd" in letter
+
+
+async def test_a_request_that_asks_for_replies_by_post_is_answered_by_letter(
+    start_service: ServiceFactory, settings: Settings, publisher: Any, tmp_path: Path
+) -> None:
+    """dsr.requested with reply_to post: the relay no longer marks the notices invalid."""
+    from tests.support.dsr import request
+    from workers.dsr import DsrWorker
+
+    await seed(settings, "acme", "debtor-13", "dsr_received", "post", {}, {"postal": POSTAL})
+    with connect(settings.db_path) as conn:
+        conn.execute("DELETE FROM notification_outbox")
+    changes = {"notify_dir": tmp_path / "out", "outbox_poll_s": 0.05}
+    chosen = settings.with_changes(**changes)
+    await start_service([DsrWorker(chosen), NotifierWorker(chosen)], **changes)
+    await publisher.publish(
+        request(
+            "r-post", "objection", "debtor-13", reply_to="post", details={"purposes": ["profiling"]}
+        )
+    )
+
+    async def sent() -> bool:
+        with connect(settings.db_path) as conn:
+            rows = conn.execute("SELECT kind, status FROM notification_outbox").fetchall()
+        return sorted(rows) == [("dsr_completed", "sent"), ("dsr_received", "sent")]
+
+    await wait_until(sent)
+    letters = [p.read_text() for p in (tmp_path / "out" / "post").glob("*.txt")]
+    assert len(letters) == 2
+    assert all(POSTAL in letter for letter in letters)

@@ -45,7 +45,13 @@ CONTEXTS: dict[NoticeKind, dict[str, Any]] = {
     NoticeKind.DSR_COMPLETED: {
         "request_id": "DSR-2026-0001",
         "request_kind": "access",
-        "outcome": "We sent you a copy of every record we hold.",
+        "done": ["We gathered everything we hold about you."],
+        "kept": [],
+    },
+    NoticeKind.DSR_DEEMED_REFUSED: {
+        "request_id": "DSR-2026-0001",
+        "request_kind": "access",
+        "due_at": "2026-02-15",
     },
     NoticeKind.DSR_REFUSED: {
         "request_id": "DSR-2026-0001",
@@ -201,7 +207,7 @@ def test_missing_required_context_is_refused() -> None:
 
 
 def test_html_is_autoescaped_and_text_is_not() -> None:
-    context = {**CONTEXTS[NoticeKind.DSR_COMPLETED], "outcome": "<script>x</script> & more"}
+    context = {**CONTEXTS[NoticeKind.DSR_COMPLETED], "done": ["<script>x</script> & more"]}
     email = Renderer().email(NoticeKind.DSR_COMPLETED, TENANT, REGULATOR, context)
     assert "&lt;script&gt;" in email.html
     assert "<script>" not in email.html
@@ -251,7 +257,7 @@ def test_the_dsr_workers_context_names_are_understood() -> None:
         ),
         (
             NoticeKind.DSR_COMPLETED,
-            {"request_id": "R1", "kind": "restriction", "outcome": {"lifting": ["all"]}},
+            {"request_id": "R1", "kind": "restriction", "done": ["Lifted on 1 March"]},
         ),
         (
             NoticeKind.DSR_PACKAGE_READY,
@@ -266,3 +272,35 @@ def test_the_dsr_workers_context_names_are_understood() -> None:
         assert "{'lifting'" not in email.text
     refused = renderer.email(NoticeKind.DSR_REFUSED, TENANT, REGULATOR, cases[3][1])
     assert "open debt" in refused.text
+
+
+def test_every_final_answer_says_what_was_done_kept_and_how_to_complain() -> None:
+    context = {
+        "request_id": "R9",
+        "request_kind": "erasure",
+        "regime": "gdpr",
+        "done": ["Deleted or de-identified: collection letters (2 records)."],
+        "kept": [
+            {
+                "what": "debts under collection (account acc-1)",
+                "basis": "An open debt is always a legal hold",
+                "until": "while the debt is open",
+            },
+            {"what": "payments", "basis": "Tax Administration Act s29", "until": "2028-06-30"},
+        ],
+    }
+    email = Renderer().email(NoticeKind.DSR_COMPLETED, TENANT, REGULATOR, context)
+    for text in (email.text, email.html):
+        assert "Deleted or de-identified: collection letters" in text
+        assert "An open debt is always a legal hold" in text
+        assert "Kept until: while the debt is open" in text
+        assert "Kept until: 30 June 2028" in text
+        assert REGULATOR.name in text
+        assert "GDPR article 77" in text
+
+
+def test_a_deemed_refusal_names_the_remedies() -> None:
+    context = CONTEXTS[NoticeKind.DSR_DEEMED_REFUSED]
+    email = Renderer().email(NoticeKind.DSR_DEEMED_REFUSED, TENANT, REGULATOR, context)
+    for part in ("PAIA section 58", "section 77A", "section 78", REGULATOR.email):
+        assert part in email.text

@@ -343,3 +343,33 @@ async def test_planted_personal_data_never_reaches_logs_or_dead_letter_headers(
     assert one(path, "SELECT description FROM security_alerts") == text
     [(_, _, _, context)] = notices(path)
     assert EMAIL in context["unauthorised_party"]
+
+
+async def test_a_high_score_with_unknown_involvement_escalates_for_a_decision(
+    security: Service, publisher: Publisher, settings: Settings
+) -> None:
+    path = settings.db_path
+    await publisher.publish(
+        alert(
+            "rw-1",
+            source="edr",
+            category="ransomware",
+            personal_data_involved="unknown",
+            data_categories=["special"],
+            target={"system": "file-server", "account_ids": []},
+        )
+    )
+    await settled(path, 1)
+    assert one(path, "SELECT severity FROM security_incidents") == "high"
+    assert notices(path) == []  # no grounds yet: nobody is notified...
+    [body] = [
+        b
+        for k, b in sql(path, "SELECT routing_key, body FROM event_outbox")
+        if k == "incident.escalated"
+    ]
+    escalated = json.loads(body)["payload"]
+    assert escalated["decision_needed"] == "personal_data_involvement"  # ...but someone decides
+    assert (
+        one(path, "SELECT count(*) FROM audit_log WHERE action = 'compromise_decision_requested'")
+        == 1
+    )
