@@ -120,6 +120,15 @@ class PostgresTransaction:
         status = await _guard(self._conn.execute(numbered(sql), *params))
         return _rowcount(str(status))
 
+    async def columns(self, table: str) -> list[str]:
+        """The column names of a table of this schema, in order; empty when it does not exist."""
+        rows = await self.fetchall(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema ="
+            " current_schema() AND table_name = ? ORDER BY ordinal_position",
+            (table,),
+        )
+        return [str(name) for (name,) in rows]
+
     async def lock(self, *keys: str) -> None:
         """Transaction-scoped advisory locks, taken in ascending order (no deadlock)."""
         if not keys:
