@@ -2,7 +2,7 @@
 
 Each test gets its own namespace (so its own exchanges and queues) and its own
 store: every test that takes ``settings`` runs twice, on a SQLite file and on a
-PostgreSQL schema of its own (dropped afterwards); ``PRIVACYOPS_TEST_STORES=sqlite``
+PostgreSQL schema of its own (dropped afterwards); ``TEST_STORES=sqlite``
 limits a local run to one. A test marked ``@pytest.mark.stores("sqlite")`` is about
 one store only. If RabbitMQ or PostgreSQL does not answer, the tests fail with a
 clear message: they never skip. Helpers shared by the tests live in ``tests/support``.
@@ -51,7 +51,7 @@ def amqp_url() -> str:
     return AMQP_URL
 
 
-STORES = tuple(os.environ.get("PRIVACYOPS_TEST_STORES", "sqlite,postgresql").split(","))
+STORES = tuple(os.environ.get("TEST_STORES", "sqlite,postgresql").split(","))
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
