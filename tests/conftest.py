@@ -64,6 +64,10 @@ def settings(amqp_url: str, namespace: str, tmp_path: Path) -> Settings:
         connect_timeout_s=5,
         publish_timeout_s=5,
         log_format="json",
+        # Keys of this test only; the suite's stores are plain so tests can read them with
+        # sqlite3 (tests/security covers the encrypted store end to end).
+        key_dir=tmp_path / "keys",
+        db_encryption="none",
     )
 
 

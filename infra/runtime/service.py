@@ -22,8 +22,11 @@ from aio_pika.abc import AbstractChannel, AbstractQueue
 from config.settings import Settings
 from infra import rabbit, topology
 from infra.health import DepthRefresher, OpsServer, broker_ok, store_ok
+from infra.keys import signing_keyring
 from infra.metrics import Metrics
 from infra.redaction import describe_error
+from infra.runtime.audit import AUDIT, AuditWorker
+from infra.runtime.auth import Authenticator
 from infra.runtime.consumer import Consumer, Observer
 from infra.runtime.outbox import Outboxes
 from infra.runtime.session import Session, closing, session
@@ -53,7 +56,9 @@ class Service:
         if not workers:
             raise ValueError("a service needs at least one worker")
         self.settings = settings
-        self.workers = list(workers)
+        # The runtime's own consumer of admin actions runs in every service (audit.py).
+        extra = [] if any(w.name == AUDIT for w in workers) else [AuditWorker()]
+        self.workers = [*workers, *extra]
         #: Every component's schema: those given (all registered) and the workers' own.
         self.schemas = [*schemas, *(w.schema for w in self.workers if w.schema)]
         self.names = Names(settings.namespace)
@@ -107,7 +112,9 @@ class Service:
             )
         )
         connection, publisher = self._session.require_broker()
-        resources = Resources(s, self.store, publisher, self.names)
+        keys = self._session.keys
+        resources = Resources(s, self.store, publisher, self.names, keys)
+        auth = Authenticator(s, signing_keyring(s), self.names)
         for worker in self.workers:
             channel = await rabbit.open_channel(connection, prefetch=s.prefetch)
             self._channels.append(channel)
@@ -133,6 +140,8 @@ class Service:
                     self.names,
                     metrics=self.metrics.for_worker(worker.name),
                     observer=self._observer,
+                    auth=auth,
+                    sealer=keys.notice,
                 )
             )
         await self.outboxes.start()

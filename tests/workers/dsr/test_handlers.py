@@ -16,6 +16,7 @@ import pytest
 from config.datamap import load_datamap
 from config.settings import Settings
 from infra.headers import H_ERROR, H_ERROR_TYPE
+from infra.keys import Keys
 from infra.publisher import Publisher
 from infra.runtime.service import Service
 from messages.dsr import (
@@ -126,7 +127,6 @@ def plant(
 async def dsr(settings: Settings, start_service: ServiceFactory, tmp_path: Path) -> Service:
     changed = settings.with_changes(
         export_dir=tmp_path / "exports",
-        export_key_file=tmp_path / "export.key",
         restriction_lift_notice_hours=0,
     )
     async with migrated_store(settings) as store:
@@ -201,9 +201,21 @@ async def answered(
     return str(sql(db, "SELECT status FROM dsr_requests WHERE request_id = ?", request_id)[0][0])
 
 
+def keys_of(db: Path) -> Keys:
+    """The test's keys (the settings fixture keeps them beside the store)."""
+    return Keys.from_settings(Settings(key_dir=db.parent / "keys", db_encryption="none"))
+
+
 def notices(db: Path, request_id: str) -> list[tuple[str, dict[str, Any]]]:
-    rows = sql(db, "SELECT kind, context FROM notification_outbox ORDER BY created_at, rowid")
-    found = [(kind, json.loads(ctx)) for kind, ctx in rows]
+    """Each notice's context, with its sealed secrets opened (as only the notifier does)."""
+    rows = sql(
+        db, "SELECT kind, context, sealed FROM notification_outbox ORDER BY created_at, rowid"
+    )
+    sealer = keys_of(db).notice
+    found = [
+        (kind, {**json.loads(ctx), **(json.loads(sealer.open(sealed)) if sealed else {})})
+        for kind, ctx, sealed in rows
+    ]
     return [(kind, ctx) for kind, ctx in found if ctx.get("request_id") == request_id]
 
 
@@ -221,7 +233,7 @@ async def test_access_exports_every_table_and_nothing_of_anyone_else(
     sealed = Path(path).read_bytes()
     assert not sealed.startswith(b"PK")  # encrypted at rest
     assert SA_ID.encode() not in sealed
-    key = (tmp_path / "export.key").read_bytes()
+    key = keys_of(db).export
     archive = zipfile.ZipFile(io.BytesIO(package.unseal(Path(path), key)))
     names = set(archive.namelist())
     assert names >= {"subject.json", *(f"{t}.csv" for t in DATAMAP.tables)}
@@ -382,7 +394,7 @@ async def test_rectification_refused_field_leaves_a_note(
     await publisher.publish(request("r-see", "access"))
     assert await answered(db, "r-see") == "completed"
     [(path,)] = sql(db, "SELECT path FROM dsr_packages WHERE request_id = 'r-see'")
-    key = (settings.db_path.parent / "export.key").read_bytes()
+    key = keys_of(db).export
     document = json.loads(
         zipfile.ZipFile(io.BytesIO(package.unseal(Path(path), key))).read("subject.json")
     )
@@ -460,7 +472,7 @@ async def test_portability_is_limited_to_provided_data(
     )
     assert await answered(db, "r-port") == "completed"
     [(path,)] = sql(db, "SELECT path FROM dsr_packages")
-    key = (tmp_path / "export.key").read_bytes()
+    key = keys_of(db).export
     document = json.loads(
         zipfile.ZipFile(io.BytesIO(package.unseal(Path(path), key))).read("subject.json")
     )
