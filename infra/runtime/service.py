@@ -21,7 +21,7 @@ from aio_pika.abc import AbstractChannel, AbstractQueue
 
 from config.settings import Settings
 from infra import rabbit, topology
-from infra.health import DepthRefresher, OpsServer, broker_ok, store_ok
+from infra.health import DepthRefresher, HealthCache, OpsServer, broker_ok, store_ok
 from infra.keys import signing_keyring
 from infra.metrics import Metrics
 from infra.redaction import describe_error
@@ -204,7 +204,10 @@ class Service:
         )
         depths.start()
         self._stack.push_async_callback(closing("dlq_depths", depths.stop, s.shutdown_drain_s))
-        self.ops = OpsServer(self.metrics, self.health, lambda: self.ready, s.health_timeout_s)
+        cache = HealthCache(self.health, s.health_timeout_s)
+        await cache.start()
+        self._stack.push_async_callback(closing("health_cache", cache.stop, s.shutdown_drain_s))
+        self.ops = OpsServer(self.metrics, cache, lambda: self.ready, s.health_timeout_s)
         await self.ops.start(s.metrics_host, s.metrics_port)
         self._stack.push_async_callback(closing("ops_server", self.ops.stop, s.shutdown_drain_s))
 
@@ -225,7 +228,7 @@ class Service:
         within = self.settings.health_timeout_s
         connection = self._session.connection if self._session else None
         return {
-            "broker": await broker_ok(connection, within),
+            "broker": broker_ok(connection),
             "store": await store_ok(self.store, within),
         }
 

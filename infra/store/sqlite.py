@@ -208,10 +208,14 @@ class SqliteStore:
             await conn.close()
 
     async def ping(self) -> bool:
+        """``SELECT 1`` on the connection, outside any transaction: a health probe never
+        waits for (or takes) the write lock that the batches hold."""
+        if self._conn is None:
+            return False
         try:
-            async with self.transaction() as tx:
-                await tx.fetchone("SELECT 1")
-        except StoreUnavailable:
+            cursor = await self._conn.execute("SELECT 1")
+            await cursor.close()
+        except DB_ERRORS:
             return False
         return True
 
