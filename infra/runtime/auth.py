@@ -72,10 +72,15 @@ class Authenticator:
 
     @property
     def enabled(self) -> bool:
+        """Whether signatures are checked (the broker user is checked either way)."""
         return self._keyring is not None
 
     def check(self, raw: AbstractIncomingMessage, now: datetime | None = None) -> Authenticated:
         """Signature, freshness and broker user; raises ``SignatureInvalid``/``Unauthorized``."""
+        on_events = raw.exchange == self._names.events
+        allowed = self._settings.publisher_users
+        if on_events and allowed and raw.user_id not in allowed:
+            raise Unauthorized("published by a broker user that may not publish events")
         if self._keyring is None:
             return Authenticated(None, None)
         headers: dict[str, Any] = dict(raw.headers or {})
@@ -97,9 +102,10 @@ class Authenticator:
             raw.body, routing_key, key_id, signed_at, given, key.secret.get_secret_value()
         ):
             raise SignatureInvalid("signature does not match the message")
-        if raw.exchange == self._names.events:
+        if on_events:
             self._fresh(signed_at, now)
-            self._user_allowed(raw.user_id, key)
+            if key.broker_users and raw.user_id not in key.broker_users:
+                raise Unauthorized("published by a broker user this key does not belong to")
         return Authenticated(key, Sender(key.key_id, key.may_assert_verification, raw.user_id))
 
     def _fresh(self, signed_at: int, now: datetime) -> None:
@@ -110,13 +116,6 @@ class Authenticator:
             )
         if age < -MAX_SKEW_S:
             raise SignatureInvalid("signed in the future")
-
-    def _user_allowed(self, user: str | None, key: PublisherKey) -> None:
-        allowed = self._settings.publisher_users
-        if allowed and user not in allowed:
-            raise Unauthorized("published by a broker user that may not publish events")
-        if key.broker_users and user not in key.broker_users:
-            raise Unauthorized("published by a broker user this key does not belong to")
 
     @staticmethod
     def authorize(found: Authenticated, message: Envelope) -> None:
