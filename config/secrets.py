@@ -31,11 +31,18 @@ class SecretFileError(ValueError):
 
 
 def private_dir(path: Path) -> Path:
-    """Create ``path`` (and parents) if missing; a directory created here is 0700."""
-    if not path.exists():
-        path.mkdir(parents=True, mode=DIR_MODE, exist_ok=True)
+    """Create ``path`` and any missing parents; every directory created here is 0700
+    (``mkdir(parents=True)`` would give the parents the umask's mode)."""
+    missing = []
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            break
+        missing.append(candidate)
+    for directory in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            directory.mkdir(mode=DIR_MODE)
         with contextlib.suppress(OSError):
-            path.chmod(DIR_MODE)
+            directory.chmod(DIR_MODE)
     return path
 
 

@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 from config.keyring import Keyring, PublisherKey, load_keyring
-from config.secrets import create_secret, read_secret, write_private
+from config.secrets import create_secret, write_private
 from infra import broker_users
 from infra.cli import EXIT_OK, App, SubParsers
 from infra.keys import Keys, create_dev_keys
@@ -124,7 +124,7 @@ def _rotate_exports(args: argparse.Namespace, app: App) -> int:
     sealer = Keys.from_settings(app.settings).export
     count = 0
     for path in sorted(app.settings.export_dir.rglob("*.zip.enc")):
-        token = read_secret(path)
+        token = path.read_bytes().strip()
         fresh = path.with_name(f".{path.name}.{secrets.token_hex(6)}.new")
         create_secret(fresh, sealer.rotate(token))
         fresh.replace(path)
