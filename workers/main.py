@@ -32,6 +32,7 @@ from infra.cli import main as cli_main
 from infra.dlq import cli as dlq_cli
 from infra.keys import signing_keyring, store_key
 from infra.publisher import Publisher
+from infra.runtime.audit import AuditWorker
 from infra.runtime.service import Service
 from infra.runtime.session import all_schemas
 from infra.store import migrations, open_store, sqlite
@@ -113,7 +114,8 @@ def _topology(args: argparse.Namespace, app: App) -> int:
             await topology.declare(
                 channel,
                 Names(settings.namespace),
-                {w.name: w.message_types() for w in workers},
+                # the runtime's audit consumer (admin.action) runs in every service
+                {w.name: w.message_types() for w in [*workers, AuditWorker()]},
                 settings.retry_delays_ms,
                 settings.delivery_limit,
             )
