@@ -47,6 +47,7 @@ from infra.dlq.codec import (
     to_record,
 )
 from infra.redaction import redact_text
+from infra.runtime.audit import AUDIT
 
 EXIT_OK, EXIT_NOTHING, EXIT_USAGE = 0, 1, 2
 
@@ -147,7 +148,8 @@ def _workers(args: argparse.Namespace, app: App) -> list[str]:
         prefix, suffix = f"{app.settings.namespace}.", ".dlq"
         names = [q.removeprefix(prefix).removesuffix(suffix) for q in given]
         return list(dict.fromkeys(names))
-    return list(dict.fromkeys([*app.settings.workers, *app.worker_names]))
+    # and the runtime's audit consumer (a forged admin.action is dead-lettered there)
+    return list(dict.fromkeys([*app.settings.workers, *app.worker_names, AUDIT]))
 
 
 def _selection(args: argparse.Namespace) -> Selection:

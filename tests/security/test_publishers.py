@@ -20,7 +20,7 @@ from config.settings import Settings
 from infra.headers import H_ERROR, H_ERROR_TYPE
 from infra.runtime.service import Service
 from messages import signing
-from messages.errors import PublishRejected
+from messages.errors import ProviderUnavailable, PublishRejected
 from messages.registry import encode
 from tests.security.support import (
     EMAIL,
@@ -211,6 +211,35 @@ async def _depth_at_least(settings: Settings, queue: str, n: int) -> bool:
     from tests.support.helpers import queue_depth
 
     return await queue_depth(settings.amqp_url.get_secret_value(), queue) >= n
+
+
+class FlakyConsent(ConsentWorker):
+    """Fails each message's first attempt (retryable), so it comes back via a retry tier."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[str] = set()
+
+    async def changed(self, message, effects) -> None:  # type: ignore[no-untyped-def]
+        if str(message.message_id) not in self.seen:
+            self.seen.add(str(message.message_id))
+            raise ProviderUnavailable("first attempt fails")
+        await super().changed(message, effects)
+
+
+async def test_a_signed_message_retried_through_the_internal_exchange_still_verifies(
+    start_secured, secured: Settings, publisher_for
+) -> None:
+    """The retry comes back on ns.internal under the worker's key; the signature is checked
+    against the original routing key (x-privacyops-routing-key) and not re-aged."""
+    await start_secured([FlakyConsent()], replay_window_s=1)
+    portal = await publisher_for("portal")
+    await portal.publish(consent_changed("debtor-retried"))
+
+    async def applied() -> bool:
+        return sql(secured, "SELECT subject_ref FROM consent_state") == [("debtor-retried",)]
+
+    await wait_until(applied)
 
 
 # -- 3. verification is not self-asserted; the old address is told --------------------------
