@@ -57,7 +57,6 @@ def settings(amqp_url: str, namespace: str, tmp_path: Path) -> Settings:
         amqp_url=amqp_url,
         namespace=namespace,
         db_path=tmp_path / "store.db",
-        export_key_file=tmp_path / "export.key",
         retry_delays_ms=[50, 100, 200],
         batch_window_ms=5,
         shutdown_drain_s=5,
@@ -65,6 +64,10 @@ def settings(amqp_url: str, namespace: str, tmp_path: Path) -> Settings:
         connect_timeout_s=5,
         publish_timeout_s=5,
         log_format="json",
+        # Keys of this test only; the suite's stores are plain so tests can read them with
+        # sqlite3 (tests/security covers the encrypted store end to end).
+        key_dir=tmp_path / "keys",
+        db_encryption="none",
     )
 
 

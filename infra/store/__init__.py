@@ -22,6 +22,7 @@ they become ``StoreUnavailable`` (retryable) or ``StoreRejected`` (permanent).
 from __future__ import annotations
 
 from config.settings import Settings
+from infra.keys import store_key
 from infra.store.base import Row, Store, Transaction
 from infra.store.sqlite import SqliteStore
 
@@ -29,5 +30,14 @@ __all__ = ["Row", "SqliteStore", "Store", "Transaction", "open_store"]
 
 
 def open_store(settings: Settings) -> Store:
-    """The store the settings name; not yet opened. The only place a store is built."""
-    return SqliteStore(settings.db_path, settings.db_busy_timeout_ms, settings.db_synchronous)
+    """The store the settings name; not yet opened. The only place a store is built.
+
+    Encrypted with SQLCipher unless ``db_encryption = "none"`` (infra/store/sqlite.py);
+    the key comes from ``db_key`` or the 0600 file ``<key_dir>/store.key``.
+    """
+    return SqliteStore(
+        settings.db_path,
+        settings.db_busy_timeout_ms,
+        settings.db_synchronous,
+        key=store_key(settings),
+    )

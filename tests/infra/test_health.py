@@ -21,7 +21,7 @@ from infra.publisher import Publisher
 from infra.runtime.service import Service
 from messages.names import Names
 from messages.registry import encode
-from tests.support.helpers import consent_changed, delete_namespace, wait_until
+from tests.support.helpers import consent_changed, delete_namespace, security_env, wait_until
 from workers import registry
 from workers.consent import ConsentWorker
 
@@ -185,6 +185,7 @@ async def test_healthz_fails_while_the_broker_is_stopped(
         "PRIVACYOPS_DB_PATH": str(settings.db_path),
         "PRIVACYOPS_METRICS_PORT": str(port),
         "PRIVACYOPS_METRICS_HOST": "127.0.0.1",
+        **security_env(settings),
         "PRIVACYOPS_LOG_FORMAT": "json",
         "PRIVACYOPS_RETRY_DELAYS_MS": json.dumps(settings.retry_delays_ms),
     }

@@ -16,6 +16,7 @@ from typing import Any
 
 from config.datamap import load_datamap
 from config.settings import Settings
+from infra.keys import Keys
 from infra.runtime.service import Service
 from messages.dsr import (
     DsrRequested,
@@ -235,9 +236,21 @@ async def answered(
     return str(sql(db, "SELECT status FROM dsr_requests WHERE request_id = ?", request_id)[0][0])
 
 
+def keys_of(db: Path) -> Keys:
+    """The test's keys (the settings fixture keeps them beside the store)."""
+    return Keys.from_settings(Settings(key_dir=db.parent / "keys", db_encryption="none"))
+
+
 def notices(db: Path, request_id: str) -> list[tuple[str, dict[str, Any]]]:
-    rows = sql(db, "SELECT kind, context FROM notification_outbox ORDER BY created_at, rowid")
-    found = [(kind, json.loads(ctx)) for kind, ctx in rows]
+    """Each notice's context, with its sealed secrets opened (as only the notifier does)."""
+    rows = sql(
+        db, "SELECT kind, context, sealed FROM notification_outbox ORDER BY created_at, rowid"
+    )
+    sealer = keys_of(db).notice
+    found = [
+        (kind, {**json.loads(ctx), **(json.loads(sealer.open(sealed)) if sealed else {})})
+        for kind, ctx, sealed in rows
+    ]
     return [(kind, ctx) for kind, ctx in found if ctx.get("request_id") == request_id]
 
 
@@ -255,7 +268,7 @@ def verified(request_id: str, tenant: str = "acme", **more: Any) -> DsrVerified:
 def package_document(db: Path, settings: Settings, request_id: str) -> dict[str, Any]:
     """The subject.json of a request's access or portability package, decrypted."""
     [(path,)] = sql(db, "SELECT path FROM dsr_packages WHERE request_id = ?", request_id)
-    key = settings.export_key_file.read_bytes()
+    key = Keys.from_settings(settings).export
     archive = zipfile.ZipFile(io.BytesIO(package.unseal(Path(path), key)))
     document: dict[str, Any] = json.loads(archive.read("subject.json"))
     return document

@@ -18,11 +18,14 @@ Rules enforced (docs/rules.md "Data-subject requests", "Identity", "Deadlines",
 * Erasure yields to retention duties: see ``workers.dsr.erasure``.
 * Every step is a stored transition with what, when and why; every outcome is
   told to the subject through the notification outbox, never with the data
-  itself (the access package goes by an expiring token). A final answer says
-  what was done, what was kept and why, and how to complain
-  (``workers.dsr.answers``).
+  itself (the access package goes by an expiring, single-use code, carried to
+  the subject only in the notice's sealed context). A final answer says what
+  was done, what was kept and why, and how to complain (``workers.dsr.answers``).
 * Restrictions, their lifting and objections reach the recipients
   (``workers.dsr.recipients``).
+* Authentication (docs/rules.md; POPIA s19): ``identity_verified: true`` is honoured
+  only from a publisher key allowed to assert it (``Effects.may_assert_verification``);
+  the runtime refuses ``dsr.verified`` from any other key.
 
 DSR traffic is small and each request reads across many tables, so handlers
 read through the batch's transaction as they go (``prepare`` keeps it) rather
@@ -38,6 +41,7 @@ from typing import Any, ClassVar
 from config import tenants as tenant_config
 from config.datamap import load_datamap, load_retention
 from config.settings import Settings
+from infra.keys import Keys
 from infra.runtime.worker import Effects, Sink, Worker, handles
 from infra.store import Store, Transaction
 from messages.dsr import (
@@ -86,8 +90,9 @@ class DsrWorker(Worker):
         self.settings = settings
         self.datamap = load_datamap(settings.datamap_path)
         self.retention = load_retention(settings.retention_path)
-        secret = settings.export_key.get_secret_value() if settings.export_key else None
-        self.key = package.load_key(secret, settings.export_key_file)
+        self.keys = Keys.from_settings(settings)
+        #: Keyed digests (suppression entries, audit before/after): never the export key.
+        self.key = self.keys.digest.key
         self.eraser = Eraser(self.datamap, self.retention, self.key)
         self.directory = tenant_config.from_settings(settings)
         self._tx: Transaction | None = None
@@ -144,7 +149,7 @@ class DsrWorker(Worker):
             regime=p.regime,
             subject_ref=subject_ref,
             status=Status.RECEIVED,
-            verified=p.identity_verified,
+            verified=self._verified_claim(p.identity_verified, p.request_id, effects),
             received_at=p.received_at,
             due_on=due_on(local_date(p.received_at, zone), p.regime, p.kind),
             reply_channel=p.reply_to.channel,
@@ -279,7 +284,7 @@ class DsrWorker(Worker):
         doc = package.document(data, self.datamap, self.retention, request.request_id, portable)
         issued = package.seal(
             package.build_zip(doc),
-            self.key,
+            self.keys.export,
             self.settings.export_dir / request.tenant_id,
             request.request_id,
             effects.now,
@@ -303,11 +308,11 @@ class DsrWorker(Worker):
             request,
             "dsr_package_ready",
             {
-                "token": issued.token,
                 "expires_at": issued.expires_at.isoformat(),
                 "may_request_correction": True,
                 "holds_data": data.holds_anything,
             },
+            sealed={"token": issued.token},  # encrypted in the outbox row, cleared once sent
         )
         effects.audit(
             "export_package_built",
@@ -453,6 +458,15 @@ class DsrWorker(Worker):
     # -- helpers -------------------------------------------------------------------------
 
     @staticmethod
+    def _verified_claim(claimed: bool, request_id: str, effects: Effects) -> bool:
+        """``identity_verified`` counts only from a key allowed to assert it (docs/rules.md
+        "Identity"); from any other publisher the request waits for ``dsr.verified``."""
+        if claimed and not effects.may_assert_verification:
+            effects.audit("identity_assertion_ignored", None, request_id=request_id)
+            return False
+        return claimed
+
+    @staticmethod
     def _needs_verification(request: Request) -> bool:
         lifting = isinstance(request.details, RestrictionDetails) and request.details.lift
         return request.kind in NEEDS_VERIFICATION or lifting
@@ -527,11 +541,19 @@ class DsrWorker(Worker):
         return request
 
     @staticmethod
-    def _notify(effects: Effects, request: Request, kind: str, context: dict[str, Any]) -> None:
+    def _notify(
+        effects: Effects,
+        request: Request,
+        kind: str,
+        context: dict[str, Any],
+        *,
+        sealed: dict[str, str] | None = None,
+    ) -> None:
         subject = request.subject_ref or f"request:{request.request_id}"
         effects.notify(
             subject,
             kind,
             request.reply_channel,
             {"request_id": request.request_id, "kind": request.kind.value, **context},
+            sealed=sealed,
         )

@@ -57,6 +57,7 @@ REQUIRED: dict[NoticeKind, tuple[str, ...]] = {
     NoticeKind.CONSENT_CONFIRMATION: ("channel", "status", "effective_at"),
     NoticeKind.BREACH_NOTICE: ("incident_ref", "consequences", "measures", "subject_actions"),
     NoticeKind.BREACH_UPDATE: ("incident_ref", "update"),
+    NoticeKind.CONTACT_CHANGED: ("contact_kind",),
 }
 
 #: Optional context: absent means None, so templates can test it under StrictUndefined.
