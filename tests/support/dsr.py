@@ -18,6 +18,7 @@ from config.datamap import load_datamap
 from config.settings import Settings
 from infra.keys import Keys
 from infra.runtime.service import Service
+from infra.runtime.worker import Worker
 from messages.dsr import (
     DsrRequested,
     DsrRequestedPayload,
@@ -28,6 +29,7 @@ from messages.dsr import (
 from tests.support.helpers import ServiceFactory, migrated_store, wait_until
 from workers.consent import ConsentWorker
 from workers.dsr import DsrWorker, package
+from workers.notifier import NotifierWorker
 from workers.platform.seed import sa_id_number, seed
 
 DATAMAP = load_datamap()
@@ -155,10 +157,16 @@ def add_account(
         )
 
 
-async def start_dsr(settings: Settings, start_service: ServiceFactory, tmp_path: Path) -> Service:
-    """The DSR worker (first) and the consent worker on a seeded store with planted subjects."""
+async def start_dsr(
+    settings: Settings, start_service: ServiceFactory, tmp_path: Path, *, notifier: bool = False
+) -> Service:
+    """The DSR worker (first) and the consent worker on a seeded store with planted subjects;
+    with ``notifier``, also the notifier, writing notices under ``tmp_path / "out"``."""
     changed = settings.with_changes(
-        export_dir=tmp_path / "exports", restriction_lift_notice_hours=0
+        export_dir=tmp_path / "exports",
+        restriction_lift_notice_hours=0,
+        notify_dir=tmp_path / "out",
+        outbox_poll_s=0.05,
     )
     async with migrated_store(settings) as store:
         await seed(store, ["acme", "bravo"], 30)
@@ -181,10 +189,15 @@ async def start_dsr(settings: Settings, start_service: ServiceFactory, tmp_path:
         id_number=sa_id_number(Random(3), date(1990, 7, 7)),
         account_id="acc-2001",
     )
+    workers: list[Worker] = [DsrWorker(changed), ConsentWorker()]
+    if notifier:
+        workers.append(NotifierWorker(changed))
     return await start_service(
-        [DsrWorker(changed), ConsentWorker()],
+        workers,
         export_dir=changed.export_dir,
         restriction_lift_notice_hours=0,
+        notify_dir=changed.notify_dir,
+        outbox_poll_s=changed.outbox_poll_s,
     )
 
 

@@ -60,7 +60,7 @@ from messages.dsr import (
     SubjectRectified,
 )
 from messages.errors import NotYetKnown, RuleViolation
-from workers.dsr import answers, package, rights, sweeps
+from workers.dsr import answers, package, replies, rights, sweeps
 from workers.dsr.erasure import Eraser
 from workers.dsr.forget import forget_subject
 from workers.dsr.gather import gather
@@ -155,6 +155,7 @@ class DsrWorker(Worker):
             reply_channel=p.reply_to.channel,
             details=p.details,
         )
+        await replies.fix(tx, request, self.keys.notice, p.subject.email)
         if p.identity_verified:  # asserted by the upstream system that sent the request
             request.verified_by, request.verification_method = "upstream", "asserted_in_request"
             request.verified_at = m.occurred_at
@@ -533,11 +534,12 @@ class DsrWorker(Worker):
         )
         return str(row[0]) if row else None
 
-    @staticmethod
-    async def _existing(tx: Transaction, tenant_id: str, request_id: str) -> Request:
+    async def _existing(self, tx: Transaction, tenant_id: str, request_id: str) -> Request:
+        """The stored request, with where its answers go (``workers/dsr/replies.py``)."""
         request = await load(tx, tenant_id, request_id)
         if request is None:
             raise NotYetKnown("no request with this id has been received yet")
+        await replies.refresh(tx, request, self.keys.notice)
         return request
 
     @staticmethod
@@ -549,11 +551,5 @@ class DsrWorker(Worker):
         *,
         sealed: dict[str, str] | None = None,
     ) -> None:
-        subject = request.subject_ref or f"request:{request.request_id}"
-        effects.notify(
-            subject,
-            kind,
-            request.reply_channel,
-            {"request_id": request.request_id, "kind": request.kind.value, **context},
-            sealed=sealed,
-        )
+        """A notice of the request, to the address fixed for it (``replies.notify``)."""
+        replies.notify(effects, request, kind, context, sealed=sealed)

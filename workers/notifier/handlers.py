@@ -82,38 +82,12 @@ from messages.errors import (
 )
 from messages.notices import NoticeChannel, NoticeKind, NoticeSend
 from workers.notifier import tables
+from workers.notifier.rules import CONTACT_KIND, channel_order
 from workers.notifier.tables import NOTIFIER
-from workers.notifier.templates import IN_WRITING, Renderer
+from workers.notifier.templates import Renderer
 from workers.platform.tables import contact
 
 log = structlog.get_logger("privacyops.notifier")
-
-#: Channel order when a notice names none: e-mail first (it carries the full text).
-FALLBACK_ORDER = (NoticeChannel.EMAIL, NoticeChannel.SMS)
-#: Channel order of notices that must reach the subject in full, in writing.
-WRITTEN_ORDER = (NoticeChannel.EMAIL, NoticeChannel.POST)
-
-
-#: Notice channel -> contact_points.kind.
-CONTACT_KIND = {
-    NoticeChannel.EMAIL: "email",
-    NoticeChannel.SMS: "phone",
-    NoticeChannel.POST: "postal",
-}
-
-
-def channel_order(kind: NoticeKind, asked: NoticeChannel | None) -> tuple[NoticeChannel, ...]:
-    """Where a notice may go, in order.
-
-    A notice that must be complete (``IN_WRITING``: a breach notice, POPIA s22(4): "by
-    post, e-mail, website or news media"; a final answer or an extension with its
-    reasons) goes by e-mail or post, never by SMS, which cannot carry it: post first
-    when the subject asked for post. Other notices go on the channel asked for, else
-    e-mail, then SMS.
-    """
-    if kind in IN_WRITING:
-        return WRITTEN_ORDER[::-1] if asked is NoticeChannel.POST else WRITTEN_ORDER
-    return (asked,) if asked else FALLBACK_ORDER
 
 
 @dataclass(frozen=True)
