@@ -26,11 +26,14 @@ RUN pip install /wheels/*.whl \
  && groupadd --system --gid 10001 privacyops \
  && useradd --system --uid 10001 --gid privacyops --home-dir /app --no-create-home \
       --shell /usr/sbin/nologin privacyops \
- && mkdir -p /app /data \
- && chown privacyops:privacyops /app /data
+ && mkdir -p /app /data /run/secrets/privacyops \
+ && chmod 700 /data /run/secrets/privacyops \
+ && chown privacyops:privacyops /app /data /run/secrets/privacyops
 
-# The SQLite store lives on the /data volume; other settings come from PRIVACYOPS_* variables.
-ENV PRIVACYOPS_DB_PATH=/data/privacyops.db
+# The SQLite store lives on the /data volume; keys on a secrets mount, never beside the store;
+# other settings come from PRIVACYOPS_* variables. Files are created 0600 (umask 077).
+ENV PRIVACYOPS_DB_PATH=/data/privacyops.db \
+    PRIVACYOPS_KEY_DIR=/run/secrets/privacyops
 VOLUME ["/data"]
 WORKDIR /app
 USER privacyops

@@ -31,7 +31,6 @@ import json
 import multiprocessing
 import random
 import shutil
-import sqlite3
 import statistics
 import sys
 import tempfile
@@ -50,8 +49,10 @@ from pydantic import SecretStr
 from config.settings import Settings
 from infra import logging as plog
 from infra import rabbit, topology
+from infra.keys import store_key
 from infra.runtime.service import Service
 from infra.runtime.worker import Worker
+from infra.store.sqlite import connect_file
 from infra.topology import QUORUM
 from messages.names import Names
 from workers import registry
@@ -211,9 +212,16 @@ class Probe:
 PROBE = Probe()
 
 
+#: The store key of the run (None: a plain store, ``--encryption none``).
+STORE_KEY: list[bytes | None] = [None]
+
+
 def store_count(db: Path, sql: str) -> int:
-    with sqlite3.connect(db) as conn:
+    conn = connect_file(db, STORE_KEY[0])
+    try:
         return int(conn.execute(sql).fetchone()[0])
+    finally:
+        conn.close()
 
 
 async def wait_for(predicate: Any, within: float, interval: float = 0.01) -> None:
@@ -319,8 +327,11 @@ async def latency_run(settings: Settings, rate: float, seconds: float) -> dict[s
 
 def store_latencies(db: Path) -> list[float]:
     """occurred_at (stamped at send) to updated_at (handler clock), per applied message."""
-    with sqlite3.connect(db) as conn:
+    conn = connect_file(db, STORE_KEY[0])
+    try:
         rows = conn.execute("SELECT effective_at, updated_at FROM consent_state").fetchall()
+    finally:
+        conn.close()
     return [
         (datetime.fromisoformat(u) - datetime.fromisoformat(e)).total_seconds() * 1000
         for e, u in rows
@@ -394,7 +405,14 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     names = Names(namespace)
     raw_queue = f"{namespace}.rawack"
     tmp = Path(tempfile.mkdtemp(prefix="consent-bench-"))
-    base = Settings(amqp_url=SecretStr(AMQP_URL), namespace=namespace, db_path=tmp / "warning.db")
+    base = Settings(
+        amqp_url=SecretStr(AMQP_URL),
+        namespace=namespace,
+        db_path=tmp / "warning.db",
+        key_dir=tmp / "keys",
+        db_encryption=args.encryption,
+    )
+    STORE_KEY[0] = store_key(base)
     n = args.messages
     results: dict[str, Any] = {
         "namespace": namespace,
@@ -402,12 +420,13 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "batch_max": base.batch_max,
         "batch_window_ms": base.batch_window_ms,
         "prefetch": base.prefetch,
+        "encryption": base.db_encryption,
         "logging": f"worker logs at warning for (b) and (c); info run renders to {args.log_file}",
     }
     log_file = open(args.log_file, "w")  # noqa: SIM115, ASYNC230 - closed in finally
     try:
         await declare(base, raw_queue)
-        say(f"namespace {namespace}, store {tmp}, {n} messages", quiet)
+        say(f"namespace {namespace}, store {tmp} ({base.db_encryption}), {n} messages", quiet)
         bodies = consent_bodies(n, seed=1)
         size = statistics.fmean(len(b) for _, b in bodies)
         results["body_bytes"] = round(size)
@@ -473,6 +492,12 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--json", action="store_true", help="print one JSON object only")
     parser.add_argument("--log-file", default="/dev/null", help="where worker logs go")
     parser.add_argument("--skip-info", action="store_true", help="skip the info-logging run")
+    parser.add_argument(
+        "--encryption",
+        choices=["sqlcipher", "none"],
+        default="sqlcipher",
+        help="store encryption at rest (default sqlcipher, as deployed)",
+    )
     return parser.parse_args(argv)
 
 

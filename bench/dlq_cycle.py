@@ -84,7 +84,12 @@ async def fill(names: Names, count: int) -> list[str]:
 async def main(count: int) -> None:
     names = Names(f"bench{uuid.uuid4().hex[:8]}")
     db = Path(tempfile.mkdtemp(prefix="dlq-bench-")) / "store.db"
-    settings = Settings(amqp_url=SecretStr(AMQP_URL), namespace=names.namespace, db_path=db)
+    settings = Settings(
+        amqp_url=SecretStr(AMQP_URL),
+        namespace=names.namespace,
+        db_path=db,
+        key_dir=db.parent / "keys",
+    )
     store = open_store(settings)
     await store.open()
     await migrations.migrate(store, all_schemas(registry.schemas()))

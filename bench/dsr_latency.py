@@ -26,6 +26,7 @@ from pathlib import Path
 
 from config.datamap import load_datamap, load_retention
 from config.settings import Settings
+from infra.keys import Keys
 from infra.runtime.session import all_schemas
 from infra.runtime.worker import Effects
 from infra.store import migrations, open_store
@@ -42,7 +43,8 @@ def pct(values: list[float], q: float) -> float:
 
 
 async def main(debtors: int, samples: int, db: Path) -> dict[str, object]:
-    store = open_store(Settings(db_path=db))
+    settings = Settings(db_path=db, key_dir=db.parent / "keys")
+    store = open_store(settings)
     await store.open()
     await migrations.migrate(store, all_schemas(registry.schemas()))
     started = time.perf_counter()
@@ -50,7 +52,7 @@ async def main(debtors: int, samples: int, db: Path) -> dict[str, object]:
     seeding_s = time.perf_counter() - started
     datamap, retention = load_datamap(), load_retention()
     eraser = Eraser(datamap, retention, b"k" * 32)
-    key = package.load_key(None, db.parent / "export.key")
+    key = Keys.from_settings(settings).export
     rng = random.Random(7)
     subjects = [f"acme-d{rng.randrange(debtors):07d}" for _ in range(samples * 2)]
     access, packaged, erasure = [], [], []

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import socket
-import sqlite3
 import tempfile
 import time
 import uuid
@@ -27,9 +26,11 @@ from aiosmtpd.controller import Controller
 from config.settings import Settings
 from infra import logging as plog
 from infra import topology
+from infra.keys import store_key
 from infra.runtime.service import Service
 from infra.runtime.session import session
 from infra.runtime.worker import Effects, commit_effects
+from infra.store.sqlite import connect_file
 from messages.names import Names
 from workers import registry
 from workers.notifier import NotifierWorker
@@ -94,6 +95,7 @@ async def run(transport: str, notices: int, directory: Path) -> float:
         outbox_poll_s=0.05,
         workers=["notifier"],
         log_level="warning",
+        key_dir=directory / "keys",
     )
     await seed(settings, notices)
     service = Service(settings, [NotifierWorker(settings)], schemas=registry.schemas())
@@ -101,10 +103,13 @@ async def run(transport: str, notices: int, directory: Path) -> float:
     await service.start()
     try:
         while True:
-            with sqlite3.connect(settings.db_path) as conn:
+            conn = connect_file(settings.db_path, store_key(settings))
+            try:
                 (sent,) = conn.execute(
                     "SELECT count(*) FROM notification_outbox WHERE status = 'sent'"
                 ).fetchone()
+            finally:
+                conn.close()
             if sent >= notices:
                 break
             await asyncio.sleep(0.05)

@@ -156,7 +156,12 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     names = Names(namespace)
     raw_queue = f"{namespace}.rawack"
     tmp = Path(tempfile.mkdtemp(prefix="security-bench-"))
-    base = Settings(amqp_url=SecretStr(AMQP_URL), namespace=namespace, db_path=tmp / "warn.db")
+    base = Settings(
+        amqp_url=SecretStr(AMQP_URL),
+        namespace=namespace,
+        db_path=tmp / "warn.db",
+        key_dir=tmp / "keys",
+    )
     n = args.messages
     fingerprints = max(1, round(n * args.fingerprints))
     results: dict[str, Any] = {

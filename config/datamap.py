@@ -17,7 +17,21 @@ from typing import Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 CONFIG_DIR = Path(__file__).resolve().parent
-_IDENT = re.compile(r"^[a-z][a-z0-9_]*$")
+#: Every name the map gives is interpolated into SQL (table, column, row key): each must be
+#: a plain lower-case identifier, so a crafted name cannot widen a statement (issue 11, E15).
+_IDENT = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+#: privacyops' own tables: never personal-data tables a right may read, correct or erase
+#: (an erasure could otherwise delete the inbox or the audit log).
+RESERVED_TABLES = frozenset(
+    {"inbox", "audit_log", "event_outbox", "notification_outbox", "schema_migrations"}
+)
+
+
+def _identifier(name: str, what: str) -> str:
+    if not _IDENT.match(name):
+        raise ValueError(f"{what} must be a plain lower-case identifier")
+    return name
+
 
 ColumnErasure = Literal["null", "mask", "deidentify", "keep"]
 
@@ -60,8 +74,10 @@ class TableMap(_Model):
             *([self.record_column] if self.record_column else []),
             *self.columns,
         ]:
-            if not _IDENT.match(name):
-                raise ValueError(f"{name!r} is not a plain column name")
+            _identifier(name, "a column name")
+        for column in self.columns.values():
+            if column.row_key is not None:
+                _identifier(column.row_key, "row_key")
         return self
 
     def personal_columns(self) -> list[str]:
@@ -77,8 +93,9 @@ class DataMap(_Model):
     @model_validator(mode="after")
     def _table_names_are_identifiers(self) -> Self:
         for name in self.tables:
-            if not _IDENT.match(name):
-                raise ValueError(f"{name!r} is not a plain table name")
+            _identifier(name, "a table name")
+            if name in RESERVED_TABLES:
+                raise ValueError("the data map may not name privacyops' own tables")
         return self
 
     def correctable(self, field: str) -> tuple[str, str, ColumnMap, str | None] | None:

@@ -8,10 +8,10 @@ and pass it down. Every wait has a finite default here (STYLE 6).
 
 from __future__ import annotations
 
-import getpass
 import re
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import unquote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, field_validator
@@ -30,14 +30,6 @@ def known_zone(name: str) -> str:
     except (ZoneInfoNotFoundError, ValueError):
         raise ValueError(f"unknown time zone {name!r}") from None
     return name
-
-
-def _os_user() -> str:
-    """The login name of the process, for audit entries when no operator is configured."""
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):  # no passwd entry (some containers)
-        return "unknown"
 
 
 class Settings(BaseSettings):
@@ -65,8 +57,43 @@ class Settings(BaseSettings):
         description="Quorum-queue redeliveries (crashes) before the broker dead-letters a message.",
     )
     max_body_bytes: int = Field(65_536, ge=256)
-    signing_key: SecretStr | None = Field(
-        None, description="When set, every inbound message needs a valid HMAC-SHA256 signature."
+    amqp_ca_file: Path | None = Field(
+        None, description="CA bundle for amqps:// (TLS to the broker); unset: the system's."
+    )
+    amqp_cert_file: Path | None = Field(None, description="Client certificate for amqps://.")
+    amqp_key_file: Path | None = Field(None, description="Client certificate's key (0600).")
+
+    # Keys and signatures (README "Security model")
+    key_dir: Path = Field(
+        Path("var/keys"),
+        description="Where key files live by default (0700; a secrets mount in Docker).",
+    )
+    allow_unsigned: bool = Field(
+        False,
+        description="Development only: `privacyops run` accepts unsigned messages when no "
+        "keyring exists. Never set it in production.",
+    )
+    signing_keys_file: Path | None = Field(
+        None, description="Publishers' keyring (JSON, 0600); default <key_dir>/signing-keys.json."
+    )
+    signing_key_id: str | None = Field(None, description="The key id this process signs with.")
+    signing_key: SecretStr | None = Field(None, description="The secret of signing_key_id.")
+    publisher_key_file: Path | None = Field(
+        None,
+        description="JSON {key_id, secret} this process signs with when signing_key is unset; "
+        "default <key_dir>/publisher.json.",
+    )
+    replay_window_s: float = Field(
+        300.0,
+        gt=0,
+        le=7 * 86_400,
+        description="A message signed longer ago than this is refused on the events exchange "
+        "(an admin replays it through the internal exchange).",
+    )
+    publisher_users: list[str] = Field(
+        default_factory=list,
+        description="Broker users allowed to publish on the events exchange (AMQP user_id); "
+        "empty: not checked beyond what each key's broker_users says.",
     )
     tenants: list[str] = Field(
         default_factory=list, description="Known tenants; empty admits any well-formed id."
@@ -94,6 +121,13 @@ class Settings(BaseSettings):
         description="full: every commit is fsynced before its messages are acked (survives "
         "power loss); normal: survives a process crash only, faster.",
     )
+    db_encryption: Literal["sqlcipher", "none"] = Field(
+        "sqlcipher",
+        description="sqlcipher: the whole store (tables, indexes, WAL) is encrypted at rest "
+        "(AES-256); none: a plain SQLite file.",
+    )
+    db_key: SecretStr | None = Field(None, description="Store key; else db_key_file.")
+    db_key_file: Path | None = Field(None, description="Default <key_dir>/store.key.")
 
     # Data-subject requests
     datamap_path: Path | None = Field(
@@ -104,9 +138,19 @@ class Settings(BaseSettings):
     )
     export_dir: Path = Path("var/exports")
     export_key: SecretStr | None = Field(
-        None, description="Fernet key for export packages and value digests; else export_key_file."
+        None,
+        description="Fernet keys for export packages, newest first, comma-separated "
+        "(MultiFernet rotation); else export_key_file.",
     )
-    export_key_file: Path = Path("var/export.key")
+    export_key_file: Path | None = Field(None, description="Default <key_dir>/export.key.")
+    digest_key: SecretStr | None = Field(
+        None, description="Keys of keyed digests (suppression, audit), newest first; else file."
+    )
+    digest_key_file: Path | None = Field(None, description="Default <key_dir>/digest.key.")
+    notice_key: SecretStr | None = Field(
+        None, description="Fernet keys sealing notice secrets in the outbox; else file."
+    )
+    notice_key_file: Path | None = Field(None, description="Default <key_dir>/notice.key.")
     package_ttl_hours: float = Field(168.0, gt=0, le=24 * 90)
     restriction_lift_notice_hours: float = Field(
         72.0, ge=0, le=24 * 60, description="Notice given before a restriction is lifted (s14(8))."
@@ -136,16 +180,12 @@ class Settings(BaseSettings):
     )
 
     # Operations
-    operator: str = Field(
-        default_factory=_os_user,
-        description="Who runs admin commands; named in their audit entries (operator:<name>). "
-        "Default: the OS user.",
-    )
     metrics_port: int = Field(
         9464, ge=0, le=65_535, description="HTTP port of /metrics, /healthz, /readyz; 0 disables."
     )
-    #: All interfaces by default: a container publishes the port; narrow it by env if needed.
-    metrics_host: str = "0.0.0.0"
+    #: Loopback by default: the endpoint has no authentication. A container that publishes
+    #: the port sets PRIVACYOPS_METRICS_HOST=0.0.0.0 (docker-compose.yml does).
+    metrics_host: str = "127.0.0.1"
     dlq_depth_interval_s: float = Field(
         15.0, gt=0, le=3_600, description="Seconds between dead-letter depth refreshes."
     )
@@ -204,13 +244,6 @@ class Settings(BaseSettings):
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
-    @field_validator("operator")
-    @classmethod
-    def _operator_is_a_name(cls, value: str) -> str:
-        if not _OPERATOR.match(value):
-            raise ValueError("operator must be 1-64 letters, digits, '.', '-', '_' or '@'")
-        return value
-
     @field_validator("timezone")
     @classmethod
     def _known_zone(cls, value: str) -> str:
@@ -242,6 +275,21 @@ class Settings(BaseSettings):
     def with_changes(self, **changes: Any) -> Settings:
         """A validated copy with some fields changed (``model_copy`` would skip validation)."""
         return type(self).model_validate({**self.model_dump(), **changes})
+
+    @property
+    def operator(self) -> str:
+        """Who an admin command acts as: the broker user of ``amqp_url``.
+
+        Not a free setting: the broker checks that user's password when the command
+        connects, and refuses an AMQP ``user_id`` that is not the connection's user, so
+        the audit events an admin command publishes name a user the broker authenticated.
+        """
+        name = unquote(urlsplit(self.amqp_url.get_secret_value()).username or "")
+        return name if _OPERATOR.match(name) else "unknown"
+
+    def key_path(self, configured: Path | None, name: str) -> Path:
+        """A key file's path: the configured one, else ``key_dir / name``."""
+        return configured if configured is not None else self.key_dir / name
 
     @property
     def max_attempts(self) -> int:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -81,7 +82,12 @@ def main(
     make_app: Callable[[Settings], App],
     argv: Sequence[str] | None = None,
 ) -> int:
-    """Parse, read the settings once, configure logging, run the command, map errors."""
+    """Parse, read the settings once, configure logging, run the command, map errors.
+
+    Every file the process creates (store, WAL, notices, exports, keys, dead-letter
+    exports) is its owner's alone: umask 077, on top of the explicit modes each writer
+    sets (issue 11, D9)."""
+    os.umask(0o077)
     args = built.parse_args(argv)
     try:
         settings = Settings()

@@ -1,13 +1,17 @@
 """The ops endpoint of ``privacyops run``: ``/metrics``, ``/healthz``, ``/readyz``.
 
-A tiny asyncio HTTP/1.1 server on the service's own loop, so the probes read the
-same objects the workers use (no thread, no lock). It is bounded like every
-other wait (STYLE 6): a request must arrive within ``health_timeout_s`` and fit
-in 8 KiB, a probe answers within ``health_timeout_s``, and at most
-``MAX_CLIENTS`` connections are served at once (the rest are closed at once).
+Served by aiohttp (``web.AppRunner`` on the service's own loop) with
+prometheus_client's aiohttp handler for ``/metrics``. It binds 127.0.0.1 by
+default (``metrics_host``): the endpoint has no authentication. Every response
+closes its connection, and aiohttp serves each client in its own task, so idle or
+slow clients cannot starve the probes (the hand-written server it replaces was
+starved by 16 idle sockets).
 
-* ``/healthz``: 200 when the broker connection is open (a channel opens and
-  closes) and the store answers ``SELECT 1``; else 503. Body: which check failed.
+* ``/healthz``: answered from cached state, never by touching the broker or the
+  store in the request: ``HealthCache`` refreshes it every ``health_timeout_s``
+  (broker connection open; store answers ``SELECT 1`` without taking its write
+  lock). 200 when both were fine at the last refresh and that refresh is recent
+  (three intervals); else 503. Body: which check failed.
 * ``/readyz``: 200 when every consumer is consuming; else 503.
 * ``/metrics``: Prometheus text format of the service's registry.
 
@@ -25,7 +29,8 @@ from collections.abc import Awaitable, Callable, Sequence
 import aiormq
 import structlog
 from aio_pika.abc import AbstractRobustConnection
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from aiohttp import web
+from prometheus_client.aiohttp import make_aiohttp_handler
 
 from infra.metrics import Metrics
 from infra.rabbit import BROKER_ERRORS
@@ -36,22 +41,10 @@ from messages.names import Names
 
 log = structlog.get_logger("privacyops.health")
 
-MAX_CLIENTS = 16
-MAX_REQUEST_BYTES = 8192
-_REASONS = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"}
 
-
-async def broker_ok(connection: AbstractRobustConnection | None, within_s: float) -> bool:
-    """The connection is open and a channel opens on it within ``within_s``."""
-    if connection is None or connection.is_closed:
-        return False
-    try:
-        async with asyncio.timeout(within_s):
-            channel = await connection.channel()
-            await channel.close()
-    except BROKER_ERRORS:
-        return False
-    return True
+def broker_ok(connection: AbstractRobustConnection | None) -> bool:
+    """The robust connection is open (it reconnects by itself when the broker returns)."""
+    return connection is not None and not connection.is_closed
 
 
 async def store_ok(store: Store, within_s: float) -> bool:
@@ -62,98 +55,117 @@ async def store_ok(store: Store, within_s: float) -> bool:
         return False
 
 
+class HealthCache:
+    """The last health checks, refreshed in the background; probes only read it."""
+
+    def __init__(self, checks: Callable[[], Awaitable[dict[str, bool]]], interval_s: float) -> None:
+        self._checks = checks
+        self._interval = interval_s
+        self.state: dict[str, bool] = {"broker": False, "store": False}
+        self._at = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.refresh()
+        self._task = asyncio.create_task(self._run(), name="health-cache")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def refresh(self) -> None:
+        self.state = await self._checks()
+        self._at = asyncio.get_running_loop().time()
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            try:
+                await self.refresh()
+            except PrivacyOpsError as exc:
+                log.warning("health_check_failed", error=describe_error(exc))
+                self.state = {k: False for k in self.state}
+
+    def current(self) -> dict[str, bool]:
+        """The cached state; every check counts as failed when the cache went stale."""
+        stale = asyncio.get_running_loop().time() - self._at > 3 * self._interval
+        return {k: False for k in self.state} if stale else dict(self.state)
+
+
 class OpsServer:
-    """Serves the three endpoints; ``checks`` and ``ready`` come from the Service."""
+    """Serves the three endpoints; ``health`` and ``ready`` come from the Service."""
 
     def __init__(
-        self,
-        metrics: Metrics,
-        checks: Callable[[], Awaitable[dict[str, bool]]],
-        ready: Callable[[], bool],
-        timeout: float,
+        self, metrics: Metrics, health: HealthCache, ready: Callable[[], bool], timeout: float
     ) -> None:
         self._metrics = metrics
-        self._checks = checks
+        self._health = health
         self._ready = ready
         self._timeout = timeout
-        self._server: asyncio.Server | None = None
-        self._clients = 0
+        self._runner: web.AppRunner | None = None
+        self._port = 0
 
     @property
     def port(self) -> int:
-        assert self._server is not None
-        port: int = self._server.sockets[0].getsockname()[1]
-        return port
+        return self._port
+
+    def _app(self) -> web.Application:
+        app = web.Application(middlewares=[_close_connection])
+        app.router.add_get("/metrics", make_aiohttp_handler(self._metrics.registry))
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/readyz", self._readyz)
+        return app
 
     async def start(self, host: str, port: int) -> None:
+        self._runner = web.AppRunner(
+            self._app(), access_log=None, handle_signals=False, shutdown_timeout=self._timeout
+        )
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port)
         try:
-            self._server = await asyncio.start_server(
-                self._serve, host, port, limit=MAX_REQUEST_BYTES
-            )
+            await site.start()
         except OSError as exc:
+            await self._runner.cleanup()
             raise PrivacyOpsError(
                 f"cannot serve metrics on {host}:{port}: {type(exc).__name__}"
             ) from exc
-        log.info("ops_server_started", host=host, port=self.port)
+        addresses = self._runner.addresses  # the bound sockets (an ephemeral port)
+        self._port = int(addresses[0][1]) if addresses else port
+        log.info("ops_server_started", host=host, port=self._port)
 
     async def stop(self) -> None:
-        if self._server is not None:
-            server, self._server = self._server, None
-            server.close()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._timeout):
-                    await server.wait_closed()
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            await runner.cleanup()
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self._clients >= MAX_CLIENTS:
-            writer.close()
-            return
-        self._clients += 1
-        try:
-            async with asyncio.timeout(self._timeout * 2):
-                method, path = await self._request(reader)
-                status, ctype, body = await self._route(method, path)
-                writer.write(_response(status, ctype, body))
-                await writer.drain()
-        except (TimeoutError, ValueError, ConnectionError, asyncio.IncompleteReadError):
-            pass  # a slow, malformed or vanished client: just hang up
-        finally:
-            self._clients -= 1
-            writer.close()
-            with contextlib.suppress(ConnectionError, TimeoutError):
-                await asyncio.wait_for(writer.wait_closed(), self._timeout)
+    async def _healthz(self, _request: web.Request) -> web.Response:
+        checks = self._health.current()
+        return _json(200 if all(checks.values()) else 503, checks)
 
-    @staticmethod
-    async def _request(reader: asyncio.StreamReader) -> tuple[str, str]:
-        head = await reader.readuntil(b"\r\n\r\n")  # LimitOverrunError is a ValueError
-        method, path, _ = head.split(b"\r\n", 1)[0].decode("latin-1").split(" ", 2)
-        return method, path.split("?", 1)[0]
-
-    async def _route(self, method: str, path: str) -> tuple[int, str, bytes]:
-        if method != "GET":
-            return 405, "text/plain", b"GET only\n"
-        if path == "/metrics":
-            return 200, CONTENT_TYPE_LATEST, generate_latest(self._metrics.registry)
-        if path == "/healthz":
-            checks = await self._checks()
-            return (200 if all(checks.values()) else 503), "application/json", _json(checks)
-        if path == "/readyz":
-            ready = self._ready()
-            return (200 if ready else 503), "application/json", _json({"consuming": ready})
-        return 404, "text/plain", b"not found\n"
+    async def _readyz(self, _request: web.Request) -> web.Response:
+        ready = self._ready()
+        return _json(200 if ready else 503, {"consuming": ready})
 
 
-def _json(data: dict[str, bool]) -> bytes:
-    return json.dumps(data, sort_keys=True).encode() + b"\n"
+@web.middleware
+async def _close_connection(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """One request per connection: probes need no keep-alive, and none is left idle."""
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:  # 404, 405: answered, and closed like the rest
+        exc.force_close()
+        raise
+    response.force_close()
+    return response
 
 
-def _response(status: int, content_type: str, body: bytes) -> bytes:
-    head = (
-        f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\n"
-        f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n"
-        "Connection: close\r\n\r\n"
-    )
-    return head.encode("latin-1") + body
+def _json(status: int, data: dict[str, bool]) -> web.Response:
+    body = json.dumps(data, sort_keys=True) + "\n"
+    return web.Response(status=status, text=body, content_type="application/json")
 
 
 class DepthRefresher:

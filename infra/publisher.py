@@ -6,23 +6,29 @@
 Every publish waits for the broker's confirm and is ``mandatory``: a nack
 raises ``PublishNacked`` (retryable), a message no queue is bound for raises
 ``PublishRejected``, a lost or slow broker raises ``BrokerUnavailable``.
-With a signing key, each body carries an HMAC-SHA256 signature the workers
-verify.
+With a signing key (a key id and its secret, from the workers' keyring), each
+message carries a signature over its body, routing key and signing time
+(``messages/signing.py``) that the workers verify; ``user_id`` is set to the
+URL's user, which the broker checks, so the workers know which broker account
+published it.
 """
 
 from __future__ import annotations
 
+import ssl
+import time
 from types import TracebackType
 
 from aio_pika.abc import AbstractRobustConnection
 
 from config.settings import Settings
 from infra import rabbit
+from infra.keys import publisher_secret
+from messages import signing
 from messages.envelope import Envelope
 from messages.errors import BrokerUnavailable
 from messages.names import Names
 from messages.registry import encode
-from messages.signing import SIGNATURE_HEADER, sign
 
 
 class Publisher:
@@ -34,29 +40,45 @@ class Publisher:
         *,
         namespace: str = "privacyops",
         signing_key: str | None = None,
+        key_id: str = "default",
         timeout: float = 10.0,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self._url = url
         self._exchange = Names(namespace).events
         self._signing_key = signing_key
+        self._key_id = key_id
         self._timeout = timeout
+        self._ssl_context = ssl_context
         self._connection: AbstractRobustConnection | None = None
         self._publisher: rabbit.ConfirmedPublisher | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Publisher:
-        key = settings.signing_key.get_secret_value() if settings.signing_key else None
+        """URL, namespace, timeout, TLS files, and the key from ``signing_key_id`` /
+        ``signing_key`` or ``<key_dir>/publisher.json`` (``infra.keys.publisher_secret``)."""
+        s = settings
+        key = publisher_secret(s)
+        context = None
+        if s.amqp_ca_file or s.amqp_cert_file:
+            context = rabbit.tls_context(s.amqp_ca_file, s.amqp_cert_file, s.amqp_key_file)
         return cls(
-            settings.amqp_url.get_secret_value(),
-            namespace=settings.namespace,
-            signing_key=key,
-            timeout=settings.publish_timeout_s,
+            s.amqp_url.get_secret_value(),
+            namespace=s.namespace,
+            signing_key=key.secret if key else None,
+            key_id=key.key_id if key else "default",
+            timeout=s.publish_timeout_s,
+            ssl_context=context,
         )
 
     async def connect(self) -> None:
-        self._connection = await rabbit.connect(self._url, self._timeout)
+        self._connection = await rabbit.connect(
+            self._url, self._timeout, ssl_context=self._ssl_context
+        )
         channel = await rabbit.open_channel(self._connection, confirms=True)
-        self._publisher = rabbit.ConfirmedPublisher(channel, self._timeout)
+        self._publisher = rabbit.ConfirmedPublisher(
+            channel, self._timeout, user_id=rabbit.url_user(self._url)
+        )
 
     async def close(self) -> None:
         if self._connection is not None:
@@ -91,7 +113,11 @@ class Publisher:
         """Publish bytes as they are (tools and tests use it for malformed input)."""
         if self._publisher is None:
             raise BrokerUnavailable("publisher is not connected")
-        headers = {SIGNATURE_HEADER: sign(body, self._signing_key)} if self._signing_key else {}
+        headers = (
+            signing.headers(body, routing_key, self._key_id, self._signing_key, int(time.time()))
+            if self._signing_key
+            else {}
+        )
         await self._publisher.publish(
             self._exchange,
             routing_key,

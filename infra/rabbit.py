@@ -8,14 +8,18 @@ aio-pika and aiormq exceptions stop here (STYLE 4): callers see
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import aio_pika
 import aiormq
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 
+from config.settings import Settings
 from messages.errors import BrokerUnavailable, PublishNacked, PublishRejected
 
 PERSISTENT = 2  # AMQP delivery mode: written to disk by the broker
@@ -30,12 +34,52 @@ BROKER_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
-async def connect(url: str, connect_timeout: float) -> AbstractRobustConnection:
-    """A robust connection: it reconnects and restores what it declared by itself."""
+def url_user(url: str) -> str | None:
+    """The user name in an AMQP URL (the broker authenticates it), or None."""
+    name = urlsplit(url).username
+    return unquote(name) if name else None
+
+
+def tls_context(
+    ca_file: Path | None, cert_file: Path | None = None, key_file: Path | None = None
+) -> ssl.SSLContext:
+    """Verifying TLS (certificate and host name) against ``ca_file`` or the system's CAs,
+    TLS 1.2 at least; with a client certificate when both files are given."""
+    context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if cert_file is not None and key_file is not None:
+        context.load_cert_chain(str(cert_file), str(key_file))
+    return context
+
+
+async def connect(
+    url: str, connect_timeout: float, *, ssl_context: ssl.SSLContext | None = None
+) -> AbstractRobustConnection:
+    """A robust connection: it reconnects and restores what it declared by itself.
+
+    An ``amqps://`` URL is TLS; pass ``ssl_context`` (``tls_context``) to verify the
+    broker against a private CA."""
+    extra: dict[str, Any] = {}
+    if url.startswith("amqps://"):
+        extra["ssl_context"] = ssl_context or tls_context(None)
     try:
-        return await aio_pika.connect_robust(url, timeout=connect_timeout)
+        connection: AbstractRobustConnection = await aio_pika.connect_robust(
+            url, timeout=connect_timeout, **extra
+        )
+        return connection
     except BROKER_ERRORS as exc:
         raise BrokerUnavailable(f"cannot connect to the broker: {type(exc).__name__}") from exc
+    except ssl.SSLError as exc:
+        raise BrokerUnavailable(f"TLS to the broker failed: {type(exc).__name__}") from exc
+
+
+async def connect_with(settings: Settings) -> AbstractRobustConnection:
+    """``connect`` with the settings' URL, timeout and TLS files."""
+    s = settings
+    context = None
+    if s.amqp_ca_file or s.amqp_cert_file:
+        context = tls_context(s.amqp_ca_file, s.amqp_cert_file, s.amqp_key_file)
+    return await connect(s.amqp_url.get_secret_value(), s.connect_timeout_s, ssl_context=context)
 
 
 async def open_channel(
@@ -53,9 +97,14 @@ async def open_channel(
 class ConfirmedPublisher:
     """Publishes with publisher confirms and ``mandatory``; waits at most ``timeout``."""
 
-    def __init__(self, channel: AbstractChannel, timeout: float) -> None:
+    def __init__(
+        self, channel: AbstractChannel, timeout: float, *, user_id: str | None = None
+    ) -> None:
         self._channel = channel
         self._timeout = timeout
+        #: Set on every publish: the broker refuses it unless it is the connection's user,
+        #: so consumers can trust it (``infra/runtime/auth.py``).
+        self.user_id = user_id
 
     async def publish(
         self,
@@ -81,6 +130,8 @@ class ConfirmedPublisher:
             "timestamp": timestamp or datetime.now(UTC),
             **(carried or {}),
         }
+        if self.user_id:
+            fields["user_id"] = self.user_id
         properties = aiormq.spec.Basic.Properties(
             delivery_mode=PERSISTENT, headers=dict(headers) if headers else None, **fields
         )

@@ -33,6 +33,7 @@ from aio_pika import ExchangeType
 from aio_pika.abc import AbstractChannel, AbstractQueue
 
 from infra.rabbit import BROKER_ERRORS
+from infra.runtime.audit import AUDIT
 from messages.errors import BrokerUnavailable
 from messages.names import Names
 from messages.registry import publisher_of
@@ -75,7 +76,8 @@ async def delete(
     """Delete every queue and exchange of a namespace (test runs, benchmarks, a retired
     deployment). Queued messages are lost with their queues: never run it on a live one."""
     queues = [names.unrouted]
-    for worker in workers:
+    # The runtime's audit consumer runs in every service (infra/runtime/audit.py).
+    for worker in dict.fromkeys([*workers, AUDIT]):
         queues += [names.queue(worker), names.dlq(worker)]
         queues += [names.retry_queue(worker, delay) for delay in retry_delays_ms]
     try:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from datetime import date
 from enum import StrEnum
-from typing import Annotated, Literal, Self
+from typing import Annotated, ClassVar, Literal, Self
 
 from pydantic import AfterValidator, Field, StringConstraints, model_validator
 
@@ -175,6 +175,10 @@ class DsrRequested(Envelope):
     version: Literal[1] = 1
     payload: DsrRequestedPayload
 
+    def asserts_verified_identity(self) -> bool:
+        """``identity_verified: true`` is honoured only from a key allowed to assert it."""
+        return self.payload.identity_verified
+
 
 class DsrVerifiedPayload(Frozen):
     request_id: RequestId
@@ -197,6 +201,9 @@ class DsrVerified(Envelope):
     type: Literal["dsr.verified"] = "dsr.verified"
     version: Literal[1] = 1
     payload: DsrVerifiedPayload
+
+    #: Only a key with ``may_assert_verification`` may send it (docs/rules.md "Identity").
+    only_asserts_identity: ClassVar[bool] = True
 
 
 class DsrExtendedPayload(Frozen):

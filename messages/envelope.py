@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, Self
+from typing import Annotated, Any, ClassVar, Self
 from uuid import UUID, uuid4
 
 from pydantic import (
@@ -101,6 +101,16 @@ class Envelope(Frozen):
     )
     correlation_id: CorrelationId | None = None
     payload: Any
+
+    #: True for a message whose only meaning is "this identity is verified" (dsr.verified):
+    #: refused outright from a key that may not assert verification (docs/rules.md "Identity").
+    only_asserts_identity: ClassVar[bool] = False
+
+    def asserts_verified_identity(self) -> bool:
+        """Whether the message claims the subject's identity was verified.
+
+        See docs/rules.md "Identity"."""
+        return self.only_asserts_identity
 
     @model_validator(mode="before")
     @classmethod

@@ -24,7 +24,8 @@ fields, types and opaque references, never values.
     └── PermanentError              the same message will fail the same way
         ├── UndecodableMessage      not UTF-8 JSON
         ├── OversizedMessage        body larger than the configured limit
-        ├── SignatureInvalid        missing or forged HMAC signature
+        ├── SignatureInvalid        missing, forged, unknown-key or stale signature
+        ├── Unauthorized            signed, but the key (or broker user) may not send this
         ├── UnknownMessageType      no model for this type and version
         ├── InvalidMessage          the model rejects the fields
         ├── UnknownSubject          no such subject for this tenant
@@ -95,6 +96,13 @@ class OversizedMessage(PermanentError):
 
 class SignatureInvalid(PermanentError):
     code = "signature_invalid"
+
+
+class Unauthorized(PermanentError):
+    """The signature is good but its key may not send this tenant, type or assertion,
+    or the broker user that published it is not the key's."""
+
+    code = "unauthorized"
 
 
 class UnknownMessageType(PermanentError):

@@ -10,15 +10,16 @@ sure the subject *is* told, once.
 direct exchange with routing key ``notice.send``; it is never bound to the
 public events exchange. Its ``message_id`` is the
 notice's ``notice_id``, so a republished notice is the same message to the
-runtime's inbox. The context carries references and facts for the template
-(request ids, dates, reasons), never contact details: the address is looked up
-at send time.
+runtime's inbox. It carries references only: the worker that sends the notice
+renders it from its own ``notification_outbox`` row (the template context, and
+the *sealed* secrets such as a download code, encrypted in the row and cleared
+once sent), so no secret or contact detail ever travels in a message.
 """
 
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Literal
 from uuid import UUID
 
 from pydantic import Field
@@ -40,6 +41,7 @@ class NoticeKind(StrEnum):
     CONSENT_CONFIRMATION = "consent_confirmation"
     BREACH_NOTICE = "breach_notice"
     BREACH_UPDATE = "breach_update"
+    CONTACT_CHANGED = "contact_changed"
 
 
 class NoticeChannel(StrEnum):
@@ -58,10 +60,6 @@ class NoticeSendPayload(Frozen):
         None,
         description="None: the subject's first available channel (e-mail, then SMS; for "
         "notices that must be in writing, e-mail then post).",
-    )
-    context: dict[str, Any] = Field(
-        default_factory=dict,
-        description="Facts for the template (references, dates, reasons); no contact details.",
     )
 
 

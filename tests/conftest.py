@@ -107,7 +107,6 @@ def settings(amqp_url: str, namespace: str, tmp_path: Path, store_url: str | Non
         namespace=namespace,
         store_url=store_url,
         db_path=tmp_path / "store.db",
-        export_key_file=tmp_path / "export.key",
         retry_delays_ms=[50, 100, 200],
         batch_window_ms=5,
         shutdown_drain_s=5,
@@ -115,6 +114,10 @@ def settings(amqp_url: str, namespace: str, tmp_path: Path, store_url: str | Non
         connect_timeout_s=5,
         publish_timeout_s=5,
         log_format="json",
+        # Keys of this test only; the suite's stores are plain so tests can read them with
+        # sqlite3 (tests/security covers the encrypted store end to end).
+        key_dir=tmp_path / "keys",
+        db_encryption="none",
     )
 
 

@@ -17,21 +17,26 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from infra import rabbit, topology
+from config.secrets import read_secret
+from config.settings import Settings
+from infra import rabbit, security_cli, topology
 from infra.cli import EXIT_OK, EXIT_USAGE, App, SubParsers, parser
 from infra.cli import main as cli_main
 from infra.dlq import cli as dlq_cli
+from infra.keys import signing_keyring, store_key
 from infra.publisher import Publisher
+from infra.runtime.audit import AuditWorker
 from infra.runtime.service import Service
 from infra.runtime.session import all_schemas
 from infra.runtime.supervisor import Supervisor
-from infra.store import migrations, open_store
+from infra.store import migrations, open_store, sqlite
 from messages.envelope import Envelope
 from messages.errors import PermanentError
 from messages.names import Names
@@ -66,14 +71,20 @@ def _register_core(sub: SubParsers) -> None:
     schema = sub.add_parser("schema", help="write JSON Schemas and docs/asyncapi.json")
     schema.add_argument("--out", type=Path, default=Path("docs"))
     schema.set_defaults(handler=_schema)
-    db = sub.add_parser("db", help="the store's schema: status, migrate")
-    db.add_argument("action", choices=["status", "migrate"])
+    db = sub.add_parser("db", help="the store: schema status and migrate; encrypt, rekey")
+    db.add_argument("action", choices=["status", "migrate", "encrypt", "rekey"])
+    db.add_argument("--new-key-file", type=Path, help="rekey: the new key (32 bytes, base64, 0600)")
     db.add_argument("--json", action="store_true")
     db.set_defaults(handler=_db)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    registrars = (_register_core, *registry.cli_registrars(), dlq_cli.register)
+    registrars = (
+        _register_core,
+        *registry.cli_registrars(),
+        dlq_cli.register,
+        security_cli.register,
+    )
     built = parser("privacy workers for a debt-collection platform", registrars)
     return cli_main(built, registry.app, argv)
 
@@ -82,6 +93,7 @@ def _run(args: argparse.Namespace, app: App) -> int:
     settings = app.settings
     if args.processes < 1:
         raise ValueError("--processes must be at least 1")
+    require_signing(settings)
     workers = registry.build_workers(args.workers or settings.workers, settings)
     if args.processes > 1:
         return _supervise(args, app)
@@ -113,20 +125,31 @@ async def _migrate(app: App) -> None:
         pass
 
 
+def require_signing(settings: Settings) -> None:
+    """Issue 11, A1: no workers without a publishers' keyring, unless this is declared a
+    development run (``PRIVACYOPS_ALLOW_UNSIGNED=true``; the quick start makes keys)."""
+    if signing_keyring(settings) is None and not settings.allow_unsigned:
+        path = settings.key_path(settings.signing_keys_file, "signing-keys.json")
+        raise ValueError(
+            f"no publisher keyring at {path}: create one (privacyops keys add KEY_ID, or "
+            "privacyops keys dev for development) or set PRIVACYOPS_ALLOW_UNSIGNED=true "
+            "for a development run that accepts unsigned messages"
+        )
+
+
 def _topology(args: argparse.Namespace, app: App) -> int:
     settings = app.settings
     workers = registry.build_workers(args.workers or settings.workers, settings)
 
     async def declare() -> None:
-        connection = await rabbit.connect(
-            settings.amqp_url.get_secret_value(), settings.connect_timeout_s
-        )
+        connection = await rabbit.connect_with(settings)
         try:
             channel = await rabbit.open_channel(connection)
             await topology.declare(
                 channel,
                 Names(settings.namespace),
-                {w.name: w.message_types() for w in workers},
+                # the runtime's audit consumer (admin.action) runs in every service
+                {w.name: w.message_types() for w in [*workers, AuditWorker()]},
                 settings.retry_delays_ms,
                 settings.delivery_limit,
             )
@@ -200,6 +223,8 @@ def _schema(args: argparse.Namespace, app: App) -> int:
 def _db(args: argparse.Namespace, app: App) -> int:
     """``db status``: per component, the store's version and the code's; exit 1 if any
     differs. ``db migrate``: apply what is pending, printing each step."""
+    if args.action in ("encrypt", "rekey"):
+        return _encrypt(args, app)
     components = all_schemas(app.schemas)
 
     async def act() -> list[migrations.ComponentState]:
@@ -221,6 +246,34 @@ def _db(args: argparse.Namespace, app: App) -> int:
         for s in states:
             print(f"{s.component:<12} store {s.current:>3}  code {s.target:>3}  {s.state}")
     return EXIT_OK if all(s.state == "current" for s in states) else 1
+
+
+def _encrypt(args: argparse.Namespace, app: App) -> int:
+    """``db encrypt``: turn a plain store into an SQLCipher one (the plain file is kept as
+    ``<db>.plain``, for the operator to shred once checked). ``db rekey``: re-encrypt
+    the store under ``--new-key-file`` (then point ``db_key_file`` at it). Run both with
+    the workers stopped."""
+    settings = app.settings
+    path = settings.db_path
+    key = store_key(settings)
+    if key is None:
+        raise ValueError("db_encryption is none: nothing to encrypt with")
+    if args.action == "rekey":
+        if args.new_key_file is None:
+            raise ValueError("rekey needs --new-key-file")
+        new = base64.urlsafe_b64decode(read_secret(args.new_key_file))
+        if len(new) != 32:
+            raise ValueError("the new key must be 32 bytes, url-safe base64")
+        sqlite.rekey(path, key, new)
+        print(f"re-encrypted {path}; now set PRIVACYOPS_DB_KEY_FILE={args.new_key_file}")
+        return EXIT_OK
+    plain = path.with_name(path.name + ".plain")
+    if plain.exists():
+        raise ValueError(f"{plain} exists; move it away first")
+    path.rename(plain)
+    sqlite.encrypt_copy(plain, path, key)
+    print(f"encrypted {path}; the plain copy is {plain}: delete it (shred) once checked")
+    return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -35,10 +35,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from uuid import uuid4
 
 import aiormq
 import structlog
@@ -57,12 +59,14 @@ from infra.dlq.codec import (
     parse,
 )
 from infra.headers import BROKER_HEADERS, H_ATTEMPTS
+from infra.keys import publisher_secret
 from infra.rabbit import BROKER_ERRORS
+from infra.runtime.audit import report
 from infra.runtime.worker import Effects, commit_effects
 from infra.store import Store
+from messages import signing
 from messages.errors import BrokerUnavailable
 from messages.names import Names
-from messages.signing import SIGNATURE_HEADER, sign
 
 log = structlog.get_logger("privacyops.dlq")
 
@@ -141,9 +145,13 @@ class DeadLetterAdmin:
 
     async def __aenter__(self) -> DeadLetterAdmin:
         s = self.settings
-        self._connection = await rabbit.connect(s.amqp_url.get_secret_value(), s.connect_timeout_s)
+        self._connection = await rabbit.connect_with(s)
         self._channel = await rabbit.open_channel(self._connection, confirms=True)
-        self._publisher = rabbit.ConfirmedPublisher(self._channel, s.publish_timeout_s)
+        self._publisher = rabbit.ConfirmedPublisher(
+            self._channel,
+            s.publish_timeout_s,
+            user_id=rabbit.url_user(s.amqp_url.get_secret_value()),
+        )
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -308,29 +316,43 @@ class DeadLetterAdmin:
     async def restore(self, record: Record, letter: DeadLetter, resign: bool) -> None:
         """Put an exported dead letter back into its worker's DLQ (this namespace)."""
         headers = dict(letter.headers)
-        key = self.settings.signing_key
+        key = publisher_secret(self.settings)
         if resign and key is not None:
-            headers[SIGNATURE_HEADER] = sign(record.body, key.get_secret_value())
+            routing_key = letter.routing_key or ""
+            headers.update(
+                signing.headers(record.body, routing_key, key.key_id, key.secret, int(time.time()))
+            )
         await self._publish("", self.names.dlq(record.worker), record.body, headers, record)
         await self.audit(
             "dlq_imported", letter, queue=self.names.dlq(record.worker), resigned=resign
         )
 
     async def audit(self, action: str, letter: DeadLetter, **details: Any) -> None:
-        """One audit row naming the operator, in the message's tenant (committed now)."""
+        """One audit row naming the operator, in the message's tenant (committed now), and
+        the same action reported on the broker for the service's audit log
+        (``infra/runtime/audit.py``), confirmed first: no report, no action."""
+        if self._publisher is None:
+            raise BrokerUnavailable("dead-letter admin is not connected")
+        report_id = uuid4()
         effects = Effects.standalone(ADMIN, letter.audit_tenant, actor=self.actor)
         effects.message_id = letter.id
-        effects.correlation_id = _str_or_none(letter.properties.get("correlation_id"))
+        effects.correlation_id = str(report_id)
         effects.audit(action, letter.subject_ref, **details)
         await commit_effects(self.store, None, effects)
+        await report(
+            self._publisher,
+            self.names,
+            letter.audit_tenant,
+            action,
+            letter.subject_ref,
+            letter.id,
+            report_id=report_id,
+            **details,
+        )
 
 
 def _properties(raw: AbstractIncomingMessage) -> dict[str, Any]:
     return {name: getattr(raw, name, None) for name in CARRIED_PROPERTIES}
-
-
-def _str_or_none(value: Any) -> str | None:
-    return value if isinstance(value, str) else None
 
 
 async def pace(rate: float | None, started: float, count: int) -> None:

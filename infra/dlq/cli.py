@@ -12,7 +12,10 @@ Filters: --queue WORKER (repeatable; default every known worker), --type T (glob
 Exit codes: 0 done, 1 nothing matched, 2 bad usage.
 
 Every command that moves a message or shows personal data writes one audit entry
-per message, actor ``operator:<settings.operator>``, in the message's tenant.
+per message, actor ``operator:<broker user>`` (the user of ``PRIVACYOPS_AMQP_URL``,
+authenticated by the broker), in the message's tenant, and reports the same action
+on the broker (``admin.action``) for the service's audit log. ``show --reveal``
+needs ``--reason``.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from infra.dlq.codec import (
     to_record,
 )
 from infra.redaction import redact_text
+from infra.runtime.audit import AUDIT
 
 EXIT_OK, EXIT_NOTHING, EXIT_USAGE = 0, 1, 2
 
@@ -58,7 +62,7 @@ def register(sub: SubParsers) -> None:
     show.add_argument("id")
     show.add_argument("--queue", action="append", dest="queues", metavar="WORKER")
     show.add_argument("--reveal", action="store_true", help="unmasked; writes an audit entry")
-    show.add_argument("--reason", help="why the body is revealed (kept in the audit entry)")
+    show.add_argument("--reason", help="why the body is revealed (required with --reveal; audited)")
     show.add_argument("--json", action="store_true")
     show.set_defaults(handler=_run(_show))
     replay = actions.add_parser("replay", help="republish, then acknowledge the dead letter")
@@ -144,7 +148,8 @@ def _workers(args: argparse.Namespace, app: App) -> list[str]:
         prefix, suffix = f"{app.settings.namespace}.", ".dlq"
         names = [q.removeprefix(prefix).removesuffix(suffix) for q in given]
         return list(dict.fromkeys(names))
-    return list(dict.fromkeys([*app.settings.workers, *app.worker_names]))
+    # and the runtime's audit consumer (a forged admin.action is dead-lettered there)
+    return list(dict.fromkeys([*app.settings.workers, *app.worker_names, AUDIT]))
 
 
 def _selection(args: argparse.Namespace) -> Selection:
@@ -219,6 +224,8 @@ def _age(seconds: int | None) -> str:
 
 
 async def _show(args: argparse.Namespace, ctx: Context) -> int:
+    if args.reveal and not (args.reason or "").strip():
+        raise ValueError("--reveal needs --reason (kept in the audit entry)")
     found: list[DeadLetter] = []
     wanted = Selection(ids=frozenset([args.id]))
     for worker in ctx.workers:
@@ -227,7 +234,7 @@ async def _show(args: argparse.Namespace, ctx: Context) -> int:
         print(f"privacyops: no dead letter with id {args.id}", file=sys.stderr)
         return EXIT_NOTHING
     if args.reveal:
-        reason = redact_text(args.reason) if args.reason else None
+        reason = redact_text(args.reason)
         for letter in found:  # audited before anything is shown
             await ctx.admin.audit(
                 "dlq_revealed", letter, queue=ctx.admin.names.dlq(letter.worker), reason=reason

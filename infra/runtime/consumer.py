@@ -55,9 +55,11 @@ from infra.headers import (
     H_ROUTING_KEY,
     H_WORKER,
 )
+from infra.keys import Sealer
 from infra.metrics import NullMetrics, WorkerMetrics
 from infra.rabbit import BROKER_ERRORS, ConfirmedPublisher
 from infra.redaction import describe_error
+from infra.runtime.auth import Authenticated, Authenticator
 from infra.runtime.tables import INBOX_INSERT, INBOX_SEEN
 from infra.runtime.worker import BoundHandler, Effects, Sink, Worker
 from infra.store import Store, Transaction
@@ -70,12 +72,10 @@ from messages.errors import (
     PermanentError,
     PrivacyOpsError,
     RetryableError,
-    SignatureInvalid,
     UnknownMessageType,
 )
 from messages.names import Names
 from messages.registry import decode
-from messages.signing import SIGNATURE_HEADER, verify
 
 log = structlog.get_logger("privacyops.runtime")
 
@@ -90,6 +90,7 @@ class Delivery:
     error: PrivacyOpsError | None = None
     effects: Effects | None = None
     duplicate: bool = False
+    found: Authenticated = field(default_factory=lambda: Authenticated(None, None))
 
     def context(self, worker: str) -> dict[str, Any]:
         m = self.message
@@ -129,6 +130,10 @@ class Consumer:
     names: Names
     metrics: WorkerMetrics | NullMetrics = field(default_factory=NullMetrics)
     observer: Observer | None = None
+    #: Signatures, broker users and key scopes (None: nothing checked, as in unit tests).
+    auth: Authenticator | None = None
+    #: Seals ``Effects.notify(sealed=...)``: the notice key.
+    sealer: Sealer | None = None
     _dispatch: dict[type[Envelope], BoundHandler] = field(default_factory=dict)
     _buffer: deque[AbstractIncomingMessage] = field(default_factory=deque)
     _arrived: asyncio.Event = field(default_factory=asyncio.Event)
@@ -232,34 +237,29 @@ class Consumer:
     def _decode(self, raw: AbstractIncomingMessage) -> Delivery:
         delivery = Delivery(raw=raw, attempt=attempt_of(raw))
         try:
-            delivery.message = self._validate(raw)
+            delivery.message = self._validate(delivery)
         except PermanentError as exc:
             delivery.error = exc
         return delivery
 
-    def _validate(self, raw: AbstractIncomingMessage) -> Envelope:
+    def _validate(self, delivery: Delivery) -> Envelope:
+        """Size, signature and sender (infra/runtime/auth.py), contract, tenant, scope."""
+        raw = delivery.raw
         body = raw.body
         if len(body) > self.settings.max_body_bytes:
             raise OversizedMessage(
                 f"body of {len(body)} bytes exceeds the limit of {self.settings.max_body_bytes}"
             )
-        self._verify_signature(raw)
+        if self.auth is not None:
+            delivery.found = self.auth.check(raw)
         message = decode(body)
         if self.settings.tenants and message.tenant_id not in self.settings.tenants:
             raise InvalidMessage("tenant_id: not a known tenant")
         if type(message) not in self._dispatch:
             raise UnknownMessageType(f"worker {self.worker.name} has no handler for this type")
+        if self.auth is not None:
+            self.auth.authorize(delivery.found, message)
         return message
-
-    def _verify_signature(self, raw: AbstractIncomingMessage) -> None:
-        key = self.settings.signing_key
-        if key is None:
-            return
-        given = (raw.headers or {}).get(SIGNATURE_HEADER)
-        if given is None:
-            raise SignatureInvalid("signature header missing")
-        if not verify(raw.body, given, key.get_secret_value()):
-            raise SignatureInvalid("signature does not match the body")
 
     # -- apply ---------------------------------------------------------------------------
 
@@ -319,7 +319,13 @@ class Consumer:
     async def _run(self, d: Delivery) -> None:
         """Run the delivery's handler; its effects, or its error, land on ``d``."""
         assert d.message is not None
-        effects = Effects(worker=self.worker.name, message=d.message, attempt=d.attempt)
+        effects = Effects(
+            worker=self.worker.name,
+            message=d.message,
+            attempt=d.attempt,
+            sealer=self.sealer,
+            sender=d.found.sender,
+        )
         started = perf_counter()
         d.error = await self._handle(d.message, effects)
         self.metrics.handled(d.message.type, perf_counter() - started)

@@ -12,7 +12,11 @@ from cron, a worker on another machine) or left behind by a crash.
 * events go to ``ns.outbound`` with routing key = type, for downstream systems;
 * notices go to ``ns.internal`` as ``notice.send`` (routing key = type), for
   the worker that sends them; a row no notice can be built from is marked
-  ``failed`` with ``reason = 'invalid'`` and never published.
+  ``failed`` with ``reason = 'invalid'`` and never published. ``notice.send``
+  carries references only (notice_id, subject_ref, kind, channel): the sending
+  worker renders from the outbox row itself, and the row's sealed secrets never
+  leave the store in a message. It is internal, so it is not signed by a
+  publisher key: only privacyops' broker users may publish on ``ns.internal``.
 
 Crash windows: a commit then a crash before the publish leaves the row waiting,
 and the next relay publishes it; a publish confirmed then a crash before the
@@ -30,7 +34,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -50,7 +53,6 @@ from messages.errors import PrivacyOpsError
 from messages.names import Names
 from messages.notices import NoticeSend
 from messages.registry import encode
-from messages.signing import SIGNATURE_HEADER, sign
 
 log = structlog.get_logger("privacyops.outbox")
 
@@ -123,9 +125,8 @@ class NoticeOutbox:
 
     name = "notices"
 
-    def __init__(self, names: Names, signing_key: str | None) -> None:
+    def __init__(self, names: Names) -> None:
         self.exchange = names.internal
-        self._key = signing_key
 
     async def waiting(self, tx: Transaction, limit: int) -> list[Row]:
         return await tx.fetchall(NOTICES_WAITING, (limit,))
@@ -133,16 +134,13 @@ class NoticeOutbox:
     def outgoing(self, row: Any) -> Outgoing:
         notice = row if isinstance(row, QueuedNotice) else QueuedNotice(*row)
         message = _notice_send(notice)
-        body = encode(message)
-        headers = {SIGNATURE_HEADER: sign(body, self._key)} if self._key else None
         return Outgoing(
             notice.notice_id,
             notice.tenant_id,
             message.type,
-            body,
+            encode(message),
             notice.notice_id,
             notice.cause_message_id,
-            headers,
         )
 
     def mark_sent(self, tx: Transaction, sent: Sequence[Outgoing], now: datetime) -> None:
@@ -167,7 +165,6 @@ def _notice_send(notice: QueuedNotice) -> NoticeSend:
                     "subject_ref": notice.subject_ref,
                     "kind": notice.kind,
                     "channel": notice.channel,
-                    "context": json.loads(notice.context),
                 },
             }
         )
@@ -358,14 +355,13 @@ class Outboxes:
         notices: bool,
     ) -> Outboxes:
         """The event relay, and the notice relay where a worker here sends notices."""
-        key = settings.signing_key.get_secret_value() if settings.signing_key else None
 
         def relay(outbox: Outbox) -> OutboxRelay:
             return OutboxRelay(
                 store, publisher, outbox, poll_s=settings.outbox_poll_s, batch=settings.outbox_batch
             )
 
-        return cls(relay(EventOutbox(names)), relay(NoticeOutbox(names, key)) if notices else None)
+        return cls(relay(EventOutbox(names)), relay(NoticeOutbox(names)) if notices else None)
 
     @property
     def relays(self) -> list[OutboxRelay]:

@@ -21,9 +21,12 @@ from aio_pika.abc import AbstractChannel, AbstractQueue
 
 from config.settings import Settings
 from infra import rabbit, topology
-from infra.health import DepthRefresher, OpsServer, broker_ok, store_ok
+from infra.health import DepthRefresher, HealthCache, OpsServer, broker_ok, store_ok
+from infra.keys import signing_keyring
 from infra.metrics import Metrics
 from infra.redaction import describe_error
+from infra.runtime.audit import AUDIT, AuditWorker
+from infra.runtime.auth import Authenticator
 from infra.runtime.consumer import Consumer, Observer
 from infra.runtime.outbox import Outboxes
 from infra.runtime.session import Session, closing, session
@@ -53,7 +56,9 @@ class Service:
         if not workers:
             raise ValueError("a service needs at least one worker")
         self.settings = settings
-        self.workers = list(workers)
+        # The runtime's own consumer of admin actions runs in every service (audit.py).
+        extra = [] if any(w.name == AUDIT for w in workers) else [AuditWorker()]
+        self.workers = [*workers, *extra]
         #: Every component's schema: those given (all registered) and the workers' own.
         self.schemas = [*schemas, *(w.schema for w in self.workers if w.schema)]
         self.names = Names(settings.namespace)
@@ -107,7 +112,9 @@ class Service:
             )
         )
         connection, publisher = self._session.require_broker()
-        resources = Resources(s, self.store, publisher, self.names)
+        keys = self._session.keys
+        resources = Resources(s, self.store, publisher, self.names, keys)
+        auth = Authenticator(s, signing_keyring(s), self.names)
         for worker in self.workers:
             channel = await rabbit.open_channel(connection, prefetch=s.prefetch)
             self._channels.append(channel)
@@ -133,6 +140,8 @@ class Service:
                     self.names,
                     metrics=self.metrics.for_worker(worker.name),
                     observer=self._observer,
+                    auth=auth,
+                    sealer=keys.notice,
                 )
             )
         await self.outboxes.start()
@@ -195,7 +204,10 @@ class Service:
         )
         depths.start()
         self._stack.push_async_callback(closing("dlq_depths", depths.stop, s.shutdown_drain_s))
-        self.ops = OpsServer(self.metrics, self.health, lambda: self.ready, s.health_timeout_s)
+        cache = HealthCache(self.health, s.health_timeout_s)
+        await cache.start()
+        self._stack.push_async_callback(closing("health_cache", cache.stop, s.shutdown_drain_s))
+        self.ops = OpsServer(self.metrics, cache, lambda: self.ready, s.health_timeout_s)
         await self.ops.start(s.metrics_host, s.metrics_port)
         self._stack.push_async_callback(closing("ops_server", self.ops.stop, s.shutdown_drain_s))
 
@@ -216,7 +228,7 @@ class Service:
         within = self.settings.health_timeout_s
         connection = self._session.connection if self._session else None
         return {
-            "broker": await broker_ok(connection, within),
+            "broker": broker_ok(connection),
             "store": await store_ok(self.store, within),
         }
 

@@ -23,6 +23,7 @@ from aio_pika.abc import AbstractRobustConnection
 
 from config.settings import Settings
 from infra import rabbit
+from infra.keys import Keys
 from infra.redaction import describe_error
 from infra.runtime.outbox import Outboxes
 from infra.runtime.tables import RUNTIME
@@ -40,6 +41,7 @@ class Session:
     settings: Settings
     store: Store
     names: Names
+    keys: Keys
     connection: AbstractRobustConnection | None = None
     publisher: rabbit.ConfirmedPublisher | None = None
     outboxes: Outboxes | None = None
@@ -76,7 +78,7 @@ async def session(
                 log.info("store_migrated", component=component, version=step.version)
         else:
             await migrations.check(store, components)
-        current = Session(settings, store, Names(settings.namespace))
+        current = Session(settings, store, Names(settings.namespace), Keys.from_settings(settings))
         if broker:
             await _connect(current, stack, notices, start_relays)
         yield current
@@ -86,10 +88,12 @@ async def _connect(
     current: Session, stack: AsyncExitStack, notices: bool, start_relays: bool
 ) -> None:
     s = current.settings
-    current.connection = await rabbit.connect(s.amqp_url.get_secret_value(), s.connect_timeout_s)
+    current.connection = await rabbit.connect_with(s)
     stack.push_async_callback(closing("broker", current.connection.close, s.shutdown_drain_s))
     channel = await rabbit.open_channel(current.connection, confirms=True)
-    current.publisher = rabbit.ConfirmedPublisher(channel, s.publish_timeout_s)
+    current.publisher = rabbit.ConfirmedPublisher(
+        channel, s.publish_timeout_s, user_id=rabbit.url_user(s.amqp_url.get_secret_value())
+    )
     outboxes = Outboxes.build(s, current.store, current.publisher, current.names, notices=notices)
     if start_relays:
         await outboxes.start()

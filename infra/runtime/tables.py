@@ -7,12 +7,20 @@
 * ``notification_outbox``: notices for subjects, published as ``notice.send`` by
   the same relay; ``status`` is queued, relayed, or failed (``reason`` says why)
   on the way to the worker that sends them, which records the rest of the
-  delivery (sending, sent...) with ``set_notice_status``.
+  delivery (sending, sent...) with ``set_notice_status``. Its ``sealed`` column
+  holds the notice's secrets (a download code, an address fixed when the notice
+  was queued) encrypted with the notice key (``infra.keys``); only the worker
+  that sends the notice opens it, from this row (``load_notice``), and
+  ``clear_sealed`` drops it in the transaction that records ``sent``.
 
 Every statement on these tables lives here, so the tables have one owner.
 """
 
 from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
 
 from infra.store.base import Transaction
 from infra.store.migrations import Migration, Schema, portable
@@ -77,6 +85,19 @@ RUNTIME = Schema(
             "notice outbox: why a notice could not be relayed",
             portable("ALTER TABLE notification_outbox ADD COLUMN reason TEXT;"),
         ),
+        Migration(
+            3,
+            "notice outbox: sealed (encrypted) context, cleared once the notice is sent",
+            portable("ALTER TABLE notification_outbox ADD COLUMN sealed TEXT;"),
+        ),
+        Migration(
+            4,
+            "audit log: find an admin action reported twice (store and broker)",
+            portable(
+                "CREATE INDEX IF NOT EXISTS audit_log_correlation"
+                " ON audit_log (tenant_id, correlation_id);"
+            ),
+        ),
     ),
 )
 
@@ -88,6 +109,7 @@ AUDIT_INSERT = (
     "INSERT INTO audit_log (tenant_id, recorded_at, actor, action, subject_ref, message_id,"
     " correlation_id, attempt, details) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+AUDIT_REPORTED = "SELECT 1 FROM audit_log WHERE tenant_id = ? AND correlation_id = ? LIMIT 1"
 EVENT_INSERT = (
     "INSERT INTO event_outbox (message_id, tenant_id, routing_key, body, created_at)"
     " VALUES (?, ?, ?, ?, ?)"
@@ -99,7 +121,7 @@ EVENTS_WAITING = (
 EVENT_PUBLISHED = "UPDATE event_outbox SET published_at = ? WHERE tenant_id = ? AND message_id = ?"
 NOTICE_INSERT = (
     "INSERT INTO notification_outbox (notice_id, tenant_id, subject_ref, kind, channel,"
-    " context, cause_message_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    " context, cause_message_id, created_at, sealed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 NOTICES_WAITING = (
     "SELECT notice_id, tenant_id, subject_ref, kind, channel, context, cause_message_id,"
@@ -123,6 +145,38 @@ NOTICE_FORGET = (
     "UPDATE notification_outbox SET context = ?, subject_ref = ? WHERE tenant_id = ?"
     " AND notice_id = ? AND status IN ('sent', 'failed')"
 )
+NOTICE_LOAD = (
+    "SELECT subject_ref, kind, channel, context, sealed FROM notification_outbox"
+    " WHERE tenant_id = ? AND notice_id = ?"
+)
+NOTICE_CLEAR_SEALED = (
+    "UPDATE notification_outbox SET sealed = NULL WHERE tenant_id = ? AND notice_id = ?"
+)
+
+
+@dataclass(frozen=True)
+class StoredNotice:
+    """A notice as its outbox row holds it; ``sealed`` is still encrypted (or None)."""
+
+    subject_ref: str
+    kind: str
+    channel: str | None
+    context: dict[str, Any]
+    sealed: str | None
+
+
+async def load_notice(tx: Transaction, tenant_id: str, notice_id: str) -> StoredNotice | None:
+    """The tenant's notice row, for the worker that sends it (it renders from this only)."""
+    row = await tx.fetchone(NOTICE_LOAD, (tenant_id, notice_id))
+    if row is None:
+        return None
+    subject_ref, kind, channel, context, sealed = row
+    return StoredNotice(subject_ref, kind, channel, json.loads(context), sealed)
+
+
+def clear_sealed(tx: Transaction, tenant_id: str, notice_id: str) -> None:
+    """Drop the notice's sealed secrets (staged with the ``sent`` record)."""
+    tx.stage(NOTICE_CLEAR_SEALED, (tenant_id, notice_id))
 
 
 def set_notice_status(tx: Transaction, tenant_id: str, notice_id: str, status: str) -> None:

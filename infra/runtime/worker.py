@@ -44,6 +44,7 @@ from uuid import uuid4
 import structlog
 
 from config.settings import Settings
+from infra.keys import Keys, Sealer
 from infra.rabbit import ConfirmedPublisher
 from infra.runtime.tables import AUDIT_INSERT, EVENT_INSERT, NOTICE_INSERT
 from infra.store import Row, Store, Transaction
@@ -122,6 +123,19 @@ class Effects:
     message_id: str | None = None
     correlation_id: str | None = None
     actor: str = ""
+    #: Encrypts ``notify(sealed=...)``; set by the runtime from the notice key.
+    sealer: Sealer | None = None
+    #: Who signed the message (set by the runtime); None for sweeps and admin actions.
+    sender: Sender | None = None
+
+    @property
+    def may_assert_verification(self) -> bool:
+        """Whether the message's signer may assert a verified identity (docs/rules.md "Identity").
+
+        True only for a key with ``may_assert_verification``, or when the process runs
+        without a keyring (development, ``allow_unsigned``).
+        """
+        return self.sender is None or self.sender.may_assert_verification
 
     def __post_init__(self) -> None:
         if self.message is not None:
@@ -139,6 +153,7 @@ class Effects:
         actor: str = "",
         correlation_id: str | None = None,
         now: datetime | None = None,
+        sealer: Sealer | None = None,
     ) -> Effects:
         """Effects of a sweep or an admin action: scoped to one tenant, no message."""
         return cls(
@@ -149,13 +164,20 @@ class Effects:
             tenant_id=tenant_id,
             correlation_id=correlation_id,
             actor=actor,
+            sealer=sealer,
         )
 
     def write(self, sql: str, params: Row) -> None:
         self.writes.append((sql, params))
 
     def audit(self, action: str, subject_ref: str | None, **details: Any) -> None:
-        """An audit row in the same transaction, and the same facts as a log event."""
+        """An audit row in the same transaction, and the same facts as a log event.
+
+        A signed message's effects name the signing key (``signed_by``), so the audit
+        says which publisher caused them, not only which worker applied them.
+        """
+        if self.sender is not None and self.sender.key_id:
+            details.setdefault("signed_by", self.sender.key_id)
         self.write(
             AUDIT_INSERT,
             (
@@ -188,9 +210,31 @@ class Effects:
         self.events.append(outbound)
 
     def notify(
-        self, subject_ref: str, kind: str, channel: str | None, context: dict[str, Any]
+        self,
+        subject_ref: str,
+        kind: str,
+        channel: str | None,
+        context: dict[str, Any],
+        *,
+        sealed: Mapping[str, str] | None = None,
     ) -> str:
-        """A notice for the subject, queued in the notification outbox; its notice_id."""
+        """A notice for the subject, queued in the notification outbox; its notice_id.
+
+        ``context``: facts for the template (references, dates, reasons), stored in
+        clear and readable by admins (``notices list``). ``sealed``: secrets the notice
+        must carry to the subject, such as a download code (``{"token": ...}``) or an
+        address fixed now rather than at send time (``{"address": ...}``, see
+        ``SEALED_ADDRESS``); they are encrypted with the notice key into the row's
+        ``sealed`` column, never put in ``notice.send`` or a log, merged into the
+        template context only by the sending worker, and cleared once ``sent`` is
+        recorded. Needs ``sealer`` (the runtime sets it; sweeps and admin commands
+        pass ``Keys.notice``).
+        """
+        sealed_text = None
+        if sealed:
+            if self.sealer is None:
+                raise RuntimeError("Effects.notify(sealed=...) needs a sealer (Keys.notice)")
+            sealed_text = self.sealer.seal(json.dumps(dict(sealed), sort_keys=True).encode())
         notice = QueuedNotice(
             str(uuid4()),
             self.tenant_id,
@@ -212,10 +256,25 @@ class Effects:
                 notice.context,
                 notice.cause_message_id,
                 notice.created_at,
+                sealed_text,
             ),
         )
         self.notices.append(notice)
         return notice.notice_id
+
+
+#: The ``sealed`` key of an address fixed when the notice was queued (e.g. the old address
+#: told of a contact-point change); the sending worker uses it instead of looking one up.
+SEALED_ADDRESS = "address"
+
+
+@dataclass(frozen=True)
+class Sender:
+    """Who a message came from, as the runtime established it (signature, broker user)."""
+
+    key_id: str | None
+    may_assert_verification: bool
+    broker_user: str | None = None
 
 
 class Sink(Protocol):
@@ -232,6 +291,7 @@ class Resources:
     store: Store
     publisher: ConfirmedPublisher
     names: Names
+    keys: Keys | None = None
 
 
 class Worker:

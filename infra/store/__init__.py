@@ -22,6 +22,7 @@ they become ``StoreUnavailable`` (retryable) or ``StoreRejected`` (permanent).
 from __future__ import annotations
 
 from config.settings import Settings
+from infra.keys import store_key
 from infra.store.base import Row, Store, Transaction
 from infra.store.postgres import PostgresStore
 from infra.store.sqlite import SqliteStore
@@ -30,11 +31,21 @@ __all__ = ["PostgresStore", "Row", "SqliteStore", "Store", "Transaction", "open_
 
 
 def open_store(settings: Settings) -> Store:
-    """The store the settings name; not yet opened. The only place a store is built."""
+    """The store the settings name; not yet opened. The only place a store is built.
+
+    PostgreSQL when ``store_url`` is set; else the SQLite file at ``db_path``, encrypted
+    with SQLCipher unless ``db_encryption = "none"`` (infra/store/sqlite.py), the key from
+    ``db_key`` or the 0600 file ``<key_dir>/store.key``.
+    """
     if settings.store_url is not None:
         return PostgresStore(
             settings.store_url.get_secret_value(),
             pool_size=settings.db_pool_size,
             connect_timeout_s=settings.connect_timeout_s,
         )
-    return SqliteStore(settings.db_path, settings.db_busy_timeout_ms, settings.db_synchronous)
+    return SqliteStore(
+        settings.db_path,
+        settings.db_busy_timeout_ms,
+        settings.db_synchronous,
+        key=store_key(settings),
+    )

@@ -7,8 +7,19 @@ aiosqlite costs a thread round trip per call (~0.1 ms), so per-row calls would
 cap a worker near 1,600 msg/s (RABBITMQ.md). A read flushes what is staged, so
 a read always sees earlier writes of the same transaction.
 
-``sqlite3`` errors stop here: locked, busy or I/O errors become
+``sqlite3`` (and ``sqlcipher3``) errors stop here: locked, busy or I/O errors become
 ``StoreUnavailable`` (retryable), constraint violations ``StoreRejected``.
+
+Encryption at rest: with a key the file is opened through SQLCipher
+(``sqlcipher3``, the same DB-API as ``sqlite3``, wrapped by aiosqlite): every
+page of the database and of its WAL is AES-256 encrypted with an HMAC per page,
+so personal data, indexes and free pages never touch the disk in clear. The key
+is raw (32 bytes, ``PRAGMA key = "x'..'"``), so SQLCipher skips its PBKDF2 step.
+``encrypt_copy`` turns a plain store into an encrypted one (``privacyops db
+encrypt``) and ``rekey`` changes the key (``privacyops db rekey``).
+
+Files: the directory is created 0700 and the database 0600 before SQLite opens
+it; SQLite gives its ``-wal`` and ``-shm`` files the database file's mode.
 Every table holding tenant data has ``tenant_id`` and every query names it.
 Schema are created by the migrations (``infra/store/migrations.py``), never here.
 """
@@ -17,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import sqlite3
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
@@ -24,21 +36,33 @@ from pathlib import Path
 from typing import Any
 
 import aiosqlite
+import sqlcipher3  # type: ignore[import-untyped]
 
+from config.secrets import FILE_MODE, private_dir
 from infra.store.base import Row
 from infra.store.staging import Staged
 from messages.errors import StoreRejected, StoreUnavailable
 
 _RETRYABLE_CODES = ("locked", "busy", "disk i/o", "unable to open", "database is full")
 
+#: The two drivers' error bases: sqlcipher3 is a fork with its own exception classes.
+DB_ERRORS: tuple[type[Exception], ...] = (sqlite3.Error, sqlcipher3.dbapi2.Error)
+_INTEGRITY = (sqlite3.IntegrityError, sqlcipher3.dbapi2.IntegrityError)
+_OPERATIONAL = (sqlite3.OperationalError, sqlcipher3.dbapi2.OperationalError)
 
-def translate(exc: sqlite3.Error) -> StoreUnavailable | StoreRejected:
+
+def translate(exc: Exception) -> StoreUnavailable | StoreRejected:
     """Map a sqlite3 error to the project's hierarchy; the text names no values."""
-    if isinstance(exc, sqlite3.IntegrityError):
+    if isinstance(exc, _INTEGRITY):
         return StoreRejected(f"constraint violated: {type(exc).__name__}")
     text = str(exc).lower()
-    if isinstance(exc, sqlite3.OperationalError) and any(c in text for c in _RETRYABLE_CODES):
+    if isinstance(exc, _OPERATIONAL) and any(c in text for c in _RETRYABLE_CODES):
         return StoreUnavailable(f"store unavailable: {text[:80]}")
+    if "file is not a database" in text:
+        return StoreRejected(
+            "store cannot be read: wrong key, or a plain store opened with encryption "
+            "(privacyops db encrypt)"
+        )
     return StoreRejected(f"store refused the statement: {type(exc).__name__}")
 
 
@@ -102,7 +126,7 @@ class SqliteTransaction:
     async def _guard(awaitable: Any) -> Any:
         try:
             return await awaitable
-        except sqlite3.Error as exc:
+        except DB_ERRORS as exc:
             raise translate(exc) from exc
 
 
@@ -124,8 +148,15 @@ class SqliteStore:
 
     dialect = "sqlite"
 
-    def __init__(self, path: Path, busy_timeout_ms: int = 5_000, synchronous: str = "full") -> None:
+    def __init__(
+        self,
+        path: Path,
+        busy_timeout_ms: int = 5_000,
+        synchronous: str = "full",
+        key: bytes | None = None,
+    ) -> None:
         self.path = path
+        self._key = key
         self._busy_timeout_ms = busy_timeout_ms
         # FULL: a commit is on disk before the messages it covers are acknowledged, so a
         # power loss cannot lose them. NORMAL (WAL): survives a crash of the process, not
@@ -137,15 +168,21 @@ class SqliteStore:
     def describe(self) -> str:
         return str(self.path)
 
+    @property
+    def encrypted(self) -> bool:
+        return self._key is not None
+
     async def open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        prepare_file(self.path)
         try:
-            self._conn = await aiosqlite.connect(self.path, isolation_level=None)
+            self._conn = await aiosqlite.Connection(
+                lambda: connect_file(self.path, self._key), iter_chunk_size=64
+            )
             await self._conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
             await self._conn.execute("PRAGMA journal_mode = WAL")
             await self._conn.execute(f"PRAGMA synchronous = {self._synchronous}")
             await self._conn.execute("PRAGMA foreign_keys = ON")
-        except sqlite3.Error as exc:
+        except DB_ERRORS as exc:
             raise translate(exc) from exc
 
     async def close(self) -> None:
@@ -154,10 +191,14 @@ class SqliteStore:
             await conn.close()
 
     async def ping(self) -> bool:
+        """``SELECT 1`` on the connection, outside any transaction: a health probe never
+        waits for (or takes) the write lock that the batches hold."""
+        if self._conn is None:
+            return False
         try:
-            async with self.transaction() as tx:
-                await tx.fetchone("SELECT 1")
-        except StoreUnavailable:
+            cursor = await self._conn.execute("SELECT 1")
+            await cursor.close()
+        except DB_ERRORS:
             return False
         return True
 
@@ -181,5 +222,58 @@ class SqliteStore:
 
 async def _rollback(conn: aiosqlite.Connection) -> None:
     # The transaction is gone either way; the original error is what matters.
-    with contextlib.suppress(sqlite3.Error):
+    with contextlib.suppress(*DB_ERRORS):
         await conn.execute("ROLLBACK")
+
+
+def prepare_file(path: Path) -> None:
+    """The directory 0700 (when created here) and the database file 0600 before SQLite
+    opens it; an existing file others may read is narrowed to 0600."""
+    private_dir(path.parent)
+    try:
+        if not path.exists():
+            # O_EXCL, and only for a new file: opening and closing an existing database
+            # would drop the POSIX locks this process holds on it through SQLite.
+            with contextlib.suppress(FileExistsError):
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE))
+        for name in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+            if name.exists() and name.stat().st_mode & 0o077:
+                name.chmod(FILE_MODE)
+    except OSError as exc:
+        raise StoreUnavailable(f"store file cannot be created: {type(exc).__name__}") from exc
+
+
+def connect_file(path: Path, key: bytes | None) -> Any:
+    """A DB-API connection: sqlite3 for a plain store, sqlcipher3 with the key set first."""
+    if key is None:
+        return sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn = sqlcipher3.connect(str(path), isolation_level=None, check_same_thread=False)
+    conn.execute(f"PRAGMA key = \"x'{key.hex()}'\"")
+    # Fail here, with a clear message, rather than at the first query.
+    conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    return conn
+
+
+def encrypt_copy(plain: Path, encrypted: Path, key: bytes) -> None:
+    """Write an encrypted copy of a plain store (sqlcipher_export), for ``db encrypt``."""
+    prepare_file(encrypted)
+    conn = sqlcipher3.connect(str(plain), isolation_level=None)
+    try:
+        conn.execute(f"ATTACH DATABASE ? AS encrypted KEY \"x'{key.hex()}'\"", (str(encrypted),))
+        conn.execute("SELECT sqlcipher_export('encrypted')")
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        conn.execute(f"PRAGMA encrypted.user_version = {int(version)}")
+        conn.execute("DETACH DATABASE encrypted")
+    finally:
+        conn.close()
+
+
+def rekey(path: Path, old: bytes, new: bytes) -> None:
+    """Re-encrypt the store under a new key (``PRAGMA rekey``), for ``db rekey``."""
+    conn = connect_file(path, old)
+    try:
+        conn.execute("PRAGMA journal_mode = DELETE")
+        conn.execute(f"PRAGMA rekey = \"x'{new.hex()}'\"")
+        conn.execute("PRAGMA journal_mode = WAL")
+    finally:
+        conn.close()

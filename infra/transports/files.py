@@ -7,15 +7,18 @@ provider prints and posts each file; there is no other post transport). The noti
 file name, so writing the same notice again replaces the file: idempotent by
 construction. Writes go to a temporary file renamed into place, so a crash
 never leaves half a notice. The files hold addresses and bodies: the directory
-is personal data and belongs with the store (same permissions, same retention).
+is personal data and belongs with the store (same permissions, same retention):
+files are created 0600 and the directories 0700.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from pathlib import Path
 
+from config.secrets import FILE_MODE, private_dir
 from infra.transports.base import (
     Email,
     Letter,
@@ -83,10 +86,15 @@ class FileLetterSender:
 
 
 def _write(path: Path, data: bytes) -> None:
+    """Owner-only (0600 in 0700 directories): a notice holds an address and its text."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(path.parent.parent)
+        private_dir(path.parent)
         partial = path.with_suffix(path.suffix + ".part")
-        with partial.open("wb") as handle:
+        with contextlib.suppress(FileNotFoundError):
+            partial.unlink()  # left by a crash; recreated below with the right mode
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+        with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())

@@ -24,6 +24,7 @@ from tests.support.helpers import (
     consent_changed,
     delete_namespace,
     free_port,
+    security_env,
     store_env,
     wait_until,
 )
@@ -183,6 +184,7 @@ async def test_healthz_fails_while_the_broker_is_stopped(
         **store_env(settings),
         "PRIVACYOPS_METRICS_PORT": str(port),
         "PRIVACYOPS_METRICS_HOST": "127.0.0.1",
+        **security_env(settings),
         "PRIVACYOPS_LOG_FORMAT": "json",
         "PRIVACYOPS_RETRY_DELAYS_MS": json.dumps(settings.retry_delays_ms),
     }

@@ -15,7 +15,9 @@ from typing import Any
 
 from config.datamap import load_datamap
 from config.settings import Settings
+from infra.keys import Keys
 from infra.runtime.service import Service
+from infra.runtime.worker import Worker
 from messages.dsr import (
     DsrRequested,
     DsrRequestedPayload,
@@ -27,6 +29,7 @@ from tests.support.db import connect
 from tests.support.helpers import ServiceFactory, migrated_store, wait_until
 from workers.consent import ConsentWorker
 from workers.dsr import DsrWorker, package
+from workers.notifier import NotifierWorker
 from workers.platform.seed import sa_id_number, seed
 
 DATAMAP = load_datamap()
@@ -154,10 +157,16 @@ def add_account(
         )
 
 
-async def start_dsr(settings: Settings, start_service: ServiceFactory, tmp_path: Path) -> Service:
-    """The DSR worker (first) and the consent worker on a seeded store with planted subjects."""
+async def start_dsr(
+    settings: Settings, start_service: ServiceFactory, tmp_path: Path, *, notifier: bool = False
+) -> Service:
+    """The DSR worker (first) and the consent worker on a seeded store with planted subjects;
+    with ``notifier``, also the notifier, writing notices under ``tmp_path / "out"``."""
     changed = settings.with_changes(
-        export_dir=tmp_path / "exports", restriction_lift_notice_hours=0
+        export_dir=tmp_path / "exports",
+        restriction_lift_notice_hours=0,
+        notify_dir=tmp_path / "out",
+        outbox_poll_s=0.05,
     )
     async with migrated_store(settings) as store:
         await seed(store, ["acme", "bravo"], 30)
@@ -180,10 +189,15 @@ async def start_dsr(settings: Settings, start_service: ServiceFactory, tmp_path:
         id_number=sa_id_number(Random(3), date(1990, 7, 7)),
         account_id="acc-2001",
     )
+    workers: list[Worker] = [DsrWorker(changed), ConsentWorker()]
+    if notifier:
+        workers.append(NotifierWorker(changed))
     return await start_service(
-        [DsrWorker(changed), ConsentWorker()],
+        workers,
         export_dir=changed.export_dir,
         restriction_lift_notice_hours=0,
+        notify_dir=changed.notify_dir,
+        outbox_poll_s=changed.outbox_poll_s,
     )
 
 
@@ -235,6 +249,11 @@ async def answered(
     return str(sql(db, "SELECT status FROM dsr_requests WHERE request_id = ?", request_id)[0][0])
 
 
+def keys_of(db: Path) -> Keys:
+    """The test's keys (the settings fixture keeps them beside the store)."""
+    return Keys.from_settings(Settings(key_dir=db.parent / "keys", db_encryption="none"))
+
+
 #: The order a request's notices are queued in; notices queued by one message share a time.
 LIFECYCLE = (
     "dsr_received",
@@ -249,9 +268,14 @@ LIFECYCLE = (
 
 
 def notices(db: Path, request_id: str) -> list[tuple[str, dict[str, Any]]]:
-    rows = sql(db, "SELECT created_at, kind, context FROM notification_outbox")
+    """Each notice's context, with its sealed secrets opened (as only the notifier does)."""
+    rows = sql(db, "SELECT created_at, kind, context, sealed FROM notification_outbox")
     rows.sort(key=lambda r: (r[0], LIFECYCLE.index(r[1]) if r[1] in LIFECYCLE else 99))
-    found = [(kind, json.loads(ctx)) for _, kind, ctx in rows]
+    sealer = keys_of(db).notice
+    found = [
+        (kind, {**json.loads(ctx), **(json.loads(sealer.open(sealed)) if sealed else {})})
+        for _, kind, ctx, sealed in rows
+    ]
     return [(kind, ctx) for kind, ctx in found if ctx.get("request_id") == request_id]
 
 
@@ -269,7 +293,7 @@ def verified(request_id: str, tenant: str = "acme", **more: Any) -> DsrVerified:
 def package_document(db: Path, settings: Settings, request_id: str) -> dict[str, Any]:
     """The subject.json of a request's access or portability package, decrypted."""
     [(path,)] = sql(db, "SELECT path FROM dsr_packages WHERE request_id = ?", request_id)
-    key = settings.export_key_file.read_bytes()
+    key = Keys.from_settings(settings).export
     archive = zipfile.ZipFile(io.BytesIO(package.unseal(Path(path), key)))
     document: dict[str, Any] = json.loads(archive.read("subject.json"))
     return document

@@ -124,6 +124,31 @@ def store_env(settings: Settings) -> dict[str, str]:
     return env
 
 
+#: A publisher secret for tests (the keyring wants 32 characters at least).
+TEST_SECRET = "test-secret-" + "k" * 32
+
+
+def write_keyring(directory: Path, *keys: dict[str, Any]) -> Path:
+    """A publishers' keyring file (0600) with the given entries; defaults fill the rest."""
+    from config.secrets import create_secret
+
+    entries = [{"secret": TEST_SECRET, **key} for key in keys]
+    path = directory / f"keyring-{len(list(directory.glob('keyring-*')))}.json"
+    create_secret(path, json.dumps({"keys": entries}).encode())
+    return path
+
+
+def security_env(settings: Settings) -> dict[str, str]:
+    """What a subprocess needs to open the test's store and keys: its key directory, the
+    store's encryption, and (for ``privacyops run``) the development flag when the test
+    runs without a keyring."""
+    return {
+        "PRIVACYOPS_KEY_DIR": str(settings.key_dir),
+        "PRIVACYOPS_DB_ENCRYPTION": settings.db_encryption,
+        "PRIVACYOPS_ALLOW_UNSIGNED": "true",
+    }
+
+
 def run_cli(
     settings: Settings, *args: str, stdin: str | None = None
 ) -> subprocess.CompletedProcess[str]:
@@ -132,10 +157,10 @@ def run_cli(
         "PRIVACYOPS_AMQP_URL": settings.amqp_url.get_secret_value(),
         "PRIVACYOPS_NAMESPACE": settings.namespace,
         **store_env(settings),
-        "PRIVACYOPS_EXPORT_KEY_FILE": str(settings.export_key_file),
         "PRIVACYOPS_RETRY_DELAYS_MS": json.dumps(settings.retry_delays_ms),
         "PRIVACYOPS_LOG_FORMAT": "json",
         "PRIVACYOPS_WORKERS": '["consent"]',
+        **security_env(settings),
     }
     executable = str(BIN) if BIN.exists() else shutil.which("privacyops") or "privacyops"
     return subprocess.run(

@@ -51,6 +51,10 @@ async def test_topology_declare_is_idempotent(settings: Settings, declared: Name
         declared.dlq("consent"),
         declared.unrouted,
         *(declared.retry_queue("consent", d) for d in settings.retry_delays_ms),
+        # the runtime's audit consumer (admin.action), declared with every topology
+        declared.queue("audit"),
+        declared.dlq("audit"),
+        *(declared.retry_queue("audit", d) for d in settings.retry_delays_ms),
     }
     assert all("\tquorum\t" in line for line in ours.values())
     assert "at-least-once" in ours[declared.queue("consent")]

@@ -204,7 +204,7 @@ class ConsentWorker(Worker):
 
     async def open(self, resources: Resources) -> None:
         """The key of the suppression digests (shared with the DSR worker's erasure)."""
-        self._key = digest_key(resources.settings)
+        self._key = digest_key(resources.settings, resources.keys)
 
     async def prepare(self, tx: Transaction, messages: Sequence[Envelope]) -> None:
         """Load the batch's current states, and the barriers of its grants, at once."""

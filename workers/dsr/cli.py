@@ -9,9 +9,13 @@ import sys
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
+from uuid import uuid4
 
 from config import tenants as tenant_config
+from config.secrets import write_private
 from infra.cli import App, SubParsers
+from infra.runtime.audit import report
+from infra.runtime.worker import Effects
 from infra.store import Store
 from messages.errors import RuleViolation
 from workers.dsr import package
@@ -33,10 +37,11 @@ def register(sub: SubParsers) -> None:
     show.add_argument("request_id")
     show.add_argument("--tenant")
     show.set_defaults(handler=_show)
-    pkg = dsr.add_parser("package", help="decrypt an access package by its download token")
+    pkg = dsr.add_parser(
+        "package", help="decrypt an access package; the download code is read from stdin"
+    )
     pkg.add_argument("tenant")
-    pkg.add_argument("token")
-    pkg.add_argument("--out", type=Path, required=True)
+    pkg.add_argument("--out", type=Path, required=True, help="a new file (created 0600)")
     pkg.set_defaults(handler=_package)
     holds = sub.add_parser("holds", help="retention holds")
     holds.add_argument("action", choices=["sweep"])
@@ -138,30 +143,68 @@ def _show(args: argparse.Namespace, app: App) -> int:
 
 
 def _package(args: argparse.Namespace, app: App) -> int:
-    async def fetch(store: Store) -> str:
-        async with store.transaction() as tx:
-            row = await tx.fetchone(
-                "SELECT path, expires_at FROM dsr_packages WHERE tenant_id = ?"
-                " AND token_digest = ?",
-                (args.tenant, package.token_digest(args.token)),
-            )
-            if row is None:
-                raise RuleViolation("no package for this token")
-            if datetime.fromisoformat(row[1]) <= datetime.now(UTC):
-                raise RuleViolation("the download token has expired")
-            await tx.execute(
-                "UPDATE dsr_packages SET downloaded_at = ? WHERE tenant_id = ?"
-                " AND token_digest = ?",
-                (datetime.now(UTC).isoformat(), args.tenant, package.token_digest(args.token)),
-            )
-        return str(row[0])
+    """Decrypt a package for its download code (issue 11, D11).
 
-    path = app.with_store(fetch)
-    settings = app.settings
-    secret = settings.export_key.get_secret_value() if settings.export_key else None
-    key = package.load_key(secret, settings.export_key_file)
-    args.out.write_bytes(package.unseal(Path(path), key))
-    print(f"wrote {args.out}")
+    The code is read from standard input (an argument would show in ``ps`` and the shell
+    history); it works once: the package is claimed (``downloaded_at``) in the same
+    transaction that finds it, so a second use is refused. The output file is created
+    0600 with ``O_EXCL`` (never overwrites). The operator (the broker user) is audited
+    in the store and reported on the broker before anything is decrypted.
+    """
+    code = sys.stdin.readline().strip()
+    if not code:
+        raise ValueError("give the download code on standard input")
+    if args.out.exists():
+        raise ValueError(f"{args.out} exists; write to a new file")
+    digest = package.token_digest(code)
+
+    async def claim() -> tuple[str, bytes]:
+        async with app.session(broker=True) as opened:
+            _, publisher = opened.require_broker()
+            now = datetime.now(UTC)
+            async with opened.store.transaction() as tx:
+                row = await tx.fetchone(
+                    "SELECT path, expires_at, request_id, subject_ref, downloaded_at"
+                    " FROM dsr_packages WHERE tenant_id = ? AND token_digest = ?",
+                    (args.tenant, digest),
+                )
+            if row is None:
+                raise RuleViolation("no package for this code")
+            path, expires_at, request_id, subject_ref, downloaded_at = row
+            if downloaded_at is not None:
+                raise RuleViolation("this download code was used already")
+            if datetime.fromisoformat(expires_at) <= now:
+                raise RuleViolation("the download code has expired")
+            report_id = uuid4()
+            effects = Effects.standalone(
+                "dsr", args.tenant, actor=f"operator:{app.settings.operator}", now=now
+            )
+            effects.message_id = request_id
+            effects.correlation_id = str(report_id)
+            effects.audit("package_downloaded", subject_ref, request_id=request_id)
+            async with opened.store.transaction() as tx:
+                taken = await tx.execute(
+                    "UPDATE dsr_packages SET downloaded_at = ? WHERE tenant_id = ?"
+                    " AND token_digest = ? AND downloaded_at IS NULL",
+                    (now.isoformat(), args.tenant, digest),
+                )
+                if taken != 1:
+                    raise RuleViolation("this download code was used already")
+                tx.stage_all(effects.writes)
+            await report(
+                publisher,
+                opened.names,
+                args.tenant,
+                "package_downloaded",
+                subject_ref,
+                request_id,
+                report_id=report_id,
+            )
+            return str(request_id), package.unseal(Path(path), opened.keys.export)
+
+    request_id, zipped = asyncio.run(claim())
+    write_private(args.out, zipped)
+    print(f"wrote {args.out} (request {request_id})")
     return 0
 
 

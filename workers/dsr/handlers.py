@@ -18,11 +18,14 @@ Rules enforced (docs/rules.md "Data-subject requests", "Identity", "Deadlines",
 * Erasure yields to retention duties: see ``workers.dsr.erasure``.
 * Every step is a stored transition with what, when and why; every outcome is
   told to the subject through the notification outbox, never with the data
-  itself (the access package goes by an expiring token). A final answer says
-  what was done, what was kept and why, and how to complain
-  (``workers.dsr.answers``).
+  itself (the access package goes by an expiring, single-use code, carried to
+  the subject only in the notice's sealed context). A final answer says what
+  was done, what was kept and why, and how to complain (``workers.dsr.answers``).
 * Restrictions, their lifting and objections reach the recipients
   (``workers.dsr.recipients``).
+* Authentication (docs/rules.md; POPIA s19): ``identity_verified: true`` is honoured
+  only from a publisher key allowed to assert it (``Effects.may_assert_verification``);
+  the runtime refuses ``dsr.verified`` from any other key.
 
 DSR traffic is small and each request reads across many tables, so handlers
 read through the batch's transaction as they go (``prepare`` keeps it) rather
@@ -38,6 +41,7 @@ from typing import Any, ClassVar
 from config import tenants as tenant_config
 from config.datamap import load_datamap, load_retention
 from config.settings import Settings
+from infra.keys import Keys
 from infra.runtime.worker import Effects, Sink, Worker, handles
 from infra.store import Store, Transaction
 from messages.dsr import (
@@ -56,7 +60,7 @@ from messages.dsr import (
     SubjectRectified,
 )
 from messages.errors import NotYetKnown, RuleViolation
-from workers.dsr import answers, package, rights, sweeps
+from workers.dsr import answers, package, replies, rights, sweeps
 from workers.dsr.erasure import Eraser
 from workers.dsr.forget import forget_subject
 from workers.dsr.gather import gather
@@ -86,8 +90,9 @@ class DsrWorker(Worker):
         self.settings = settings
         self.datamap = load_datamap(settings.datamap_path)
         self.retention = load_retention(settings.retention_path)
-        secret = settings.export_key.get_secret_value() if settings.export_key else None
-        self.key = package.load_key(secret, settings.export_key_file)
+        self.keys = Keys.from_settings(settings)
+        #: Keyed digests (suppression entries, audit before/after): never the export key.
+        self.key = self.keys.digest.key
         self.eraser = Eraser(self.datamap, self.retention, self.key)
         self.directory = tenant_config.from_settings(settings)
         self._tx: Transaction | None = None
@@ -144,12 +149,13 @@ class DsrWorker(Worker):
             regime=p.regime,
             subject_ref=subject_ref,
             status=Status.RECEIVED,
-            verified=p.identity_verified,
+            verified=self._verified_claim(p.identity_verified, p.request_id, effects),
             received_at=p.received_at,
             due_on=due_on(local_date(p.received_at, zone), p.regime, p.kind),
             reply_channel=p.reply_to.channel,
             details=p.details,
         )
+        await replies.fix(tx, request, self.keys.notice, p.subject.email)
         if p.identity_verified:  # asserted by the upstream system that sent the request
             request.verified_by, request.verification_method = "upstream", "asserted_in_request"
             request.verified_at = m.occurred_at
@@ -279,7 +285,7 @@ class DsrWorker(Worker):
         doc = package.document(data, self.datamap, self.retention, request.request_id, portable)
         issued = package.seal(
             package.build_zip(doc),
-            self.key,
+            self.keys.export,
             self.settings.export_dir / request.tenant_id,
             request.request_id,
             effects.now,
@@ -303,11 +309,11 @@ class DsrWorker(Worker):
             request,
             "dsr_package_ready",
             {
-                "token": issued.token,
                 "expires_at": issued.expires_at.isoformat(),
                 "may_request_correction": True,
                 "holds_data": data.holds_anything,
             },
+            sealed={"token": issued.token},  # encrypted in the outbox row, cleared once sent
         )
         effects.audit(
             "export_package_built",
@@ -453,6 +459,15 @@ class DsrWorker(Worker):
     # -- helpers -------------------------------------------------------------------------
 
     @staticmethod
+    def _verified_claim(claimed: bool, request_id: str, effects: Effects) -> bool:
+        """``identity_verified`` counts only from a key allowed to assert it (docs/rules.md
+        "Identity"); from any other publisher the request waits for ``dsr.verified``."""
+        if claimed and not effects.may_assert_verification:
+            effects.audit("identity_assertion_ignored", None, request_id=request_id)
+            return False
+        return claimed
+
+    @staticmethod
     def _needs_verification(request: Request) -> bool:
         lifting = isinstance(request.details, RestrictionDetails) and request.details.lift
         return request.kind in NEEDS_VERIFICATION or lifting
@@ -519,19 +534,22 @@ class DsrWorker(Worker):
         )
         return str(row[0]) if row else None
 
-    @staticmethod
-    async def _existing(tx: Transaction, tenant_id: str, request_id: str) -> Request:
+    async def _existing(self, tx: Transaction, tenant_id: str, request_id: str) -> Request:
+        """The stored request, with where its answers go (``workers/dsr/replies.py``)."""
         request = await load(tx, tenant_id, request_id)
         if request is None:
             raise NotYetKnown("no request with this id has been received yet")
+        await replies.refresh(tx, request, self.keys.notice)
         return request
 
     @staticmethod
-    def _notify(effects: Effects, request: Request, kind: str, context: dict[str, Any]) -> None:
-        subject = request.subject_ref or f"request:{request.request_id}"
-        effects.notify(
-            subject,
-            kind,
-            request.reply_channel,
-            {"request_id": request.request_id, "kind": request.kind.value, **context},
-        )
+    def _notify(
+        effects: Effects,
+        request: Request,
+        kind: str,
+        context: dict[str, Any],
+        *,
+        sealed: dict[str, str] | None = None,
+    ) -> None:
+        """A notice of the request, to the address fixed for it (``replies.notify``)."""
+        replies.notify(effects, request, kind, context, sealed=sealed)

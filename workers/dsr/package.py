@@ -1,8 +1,12 @@
 """The export package: one JSON document plus one CSV per table, zipped, encrypted at rest.
 
-Encryption is Fernet (AES-128-CBC with HMAC-SHA256, from ``cryptography``),
-key from configuration. The subject gets a random download token that expires;
-only its SHA-256 digest is stored, and the token never reaches a log.
+Encryption is Fernet (AES-128-CBC with HMAC-SHA256, from ``cryptography``)
+under the export key (``infra.keys``: MultiFernet, so the key rotates). The
+package file is written 0600 in a 0700 directory. The subject gets a random
+download code (256 bits) that expires and works once: only its SHA-256 digest
+is stored in ``dsr_packages``; the code itself travels to the subject in the
+notice's *sealed* context (encrypted in the outbox row, cleared once sent) and
+never reaches a message, a log or the audit.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import csv
 import hashlib
 import io
 import json
+import os
 import secrets
 import zipfile
 from dataclasses import dataclass
@@ -18,12 +23,10 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from cryptography.fernet import Fernet, InvalidToken
-
 from config.datamap import DataMap, Retention
-from messages.errors import RuleViolation
+from config.secrets import FILE_MODE, private_dir
+from infra.keys import Sealer
 from workers.dsr.gather import SubjectData
-from workers.platform.keys import load_key as load_key  # callers name package.load_key
 
 
 def document(
@@ -118,18 +121,22 @@ class Issued:
 
 
 def seal(
-    zipped: bytes, key: bytes, directory: Path, name: str, now: datetime, ttl: timedelta
+    zipped: bytes, key: Sealer, directory: Path, name: str, now: datetime, ttl: timedelta
 ) -> Issued:
-    """Encrypt the package to ``directory/name.zip.enc``; return the path and a fresh token."""
-    directory.mkdir(parents=True, exist_ok=True)
+    """Encrypt the package to ``directory/name.zip.enc`` (0600, directory 0700); return
+    the path and a fresh download code."""
+    private_dir(directory)
     path = directory / f"{name}.zip.enc"
-    path.write_bytes(Fernet(key).encrypt(zipped))
-    path.chmod(0o600)
+    partial = directory / f".{name}.{secrets.token_hex(6)}.part"
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(key.seal(zipped).encode("ascii"))
+        handle.flush()
+        os.fsync(handle.fileno())
+    partial.replace(path)
     return Issued(path, secrets.token_urlsafe(32), now + ttl)
 
 
-def unseal(path: Path, key: bytes) -> bytes:
-    try:
-        return Fernet(key).decrypt(path.read_bytes())
-    except InvalidToken as exc:
-        raise RuleViolation("package cannot be decrypted with the configured key") from exc
+def unseal(path: Path, key: Sealer) -> bytes:
+    """The package's zip; ``RuleViolation`` if no configured export key opens it."""
+    return key.open(path.read_bytes())

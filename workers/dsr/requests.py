@@ -12,6 +12,7 @@ from pydantic import TypeAdapter
 from infra.runtime.worker import Effects
 from infra.store import Transaction
 from messages.dsr import Details, Regime, RequestKind
+from messages.notices import NoticeChannel
 from workers.dsr.rules import Status
 from workers.dsr.tables import REQUEST_INSERT, TRANSITION_INSERT
 
@@ -19,7 +20,8 @@ DETAILS: TypeAdapter[Any] = TypeAdapter(Details)
 
 _COLUMNS = (
     "request_id, kind, regime, subject_ref, status, identity_verified, received_at, due_on,"
-    " extended, reply_channel, details, outcome, verified_by, verification_method, verified_at"
+    " extended, reply_channel, details, outcome, verified_by, verification_method, verified_at,"
+    " reply_addresses"
 )
 
 
@@ -41,6 +43,9 @@ class Request:
     verified_by: str | None = None
     verification_method: str | None = None
     verified_at: datetime | None = None
+    #: Where answers go (``workers/dsr/replies.py``): sealed as stored, and opened in memory.
+    reply_addresses: str | None = field(default=None, repr=False)
+    addresses: dict[NoticeChannel, str] = field(default_factory=dict, repr=False)
     stored: bool = False
     transitions: list[tuple[Status | None, Status, str]] = field(default_factory=list)
 
@@ -79,7 +84,7 @@ class Request:
         effects.write(
             "UPDATE dsr_requests SET status = ?, identity_verified = ?, due_on = ?, extended = ?,"
             " outcome = ?, verified_by = ?, verification_method = ?, verified_at = ?,"
-            " updated_at = ? WHERE tenant_id = ? AND request_id = ?",
+            " reply_addresses = ?, updated_at = ? WHERE tenant_id = ? AND request_id = ?",
             (
                 self.status.value,
                 int(self.verified),
@@ -89,6 +94,7 @@ class Request:
                 self.verified_by,
                 self.verification_method,
                 self.verified_at.isoformat() if self.verified_at else None,
+                self.reply_addresses,
                 now,
                 self.tenant_id,
                 self.request_id,
@@ -135,6 +141,7 @@ async def load(tx: Transaction, tenant_id: str, request_id: str) -> Request | No
         verified_by,
         method,
         verified_at,
+        reply_addresses,
     ) = row
     return Request(
         tenant_id=tenant_id,
@@ -153,5 +160,6 @@ async def load(tx: Transaction, tenant_id: str, request_id: str) -> Request | No
         verified_by=verified_by,
         verification_method=method,
         verified_at=datetime.fromisoformat(verified_at) if verified_at else None,
+        reply_addresses=reply_addresses,
         stored=True,
     )

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
 from config.datamap import ColumnMap, DataMap
-from infra.runtime.worker import Effects
+from infra.runtime.worker import SEALED_ADDRESS, Effects
 from infra.store import Transaction
 from messages.consent import (
     DIRECT_MARKETING,
@@ -144,6 +144,8 @@ async def _apply(
     if row is None:
         return "no such record is held"
     effects.write(f"UPDATE {table} SET {column} = ? {where}", (correction.value, *params))
+    if table == CONTACT_TABLE and row_name is not None:
+        tell_old_address(effects, subject_ref, row_name, str(row[0]))
     effects.audit(
         "field_rectified",
         subject_ref,
@@ -154,6 +156,33 @@ async def _apply(
     result.applied.append(correction.field)
     result.tables.add(table)
     return None
+
+
+#: The platform's contact points: a change of one is also told to the old address.
+CONTACT_TABLE = "contact_points"
+#: contact_points.kind -> (notice channel, words for the notice).
+CONTACT_CHANNELS = {"email": ("email", "e-mail address"), "phone": ("sms", "phone number")}
+
+
+def tell_old_address(effects: Effects, subject_ref: str, kind: str, old_value: str) -> None:
+    """A contact point changed: tell the *old* address too (issue 11, A3).
+
+    Whoever changed the address may not be the subject (an account takeover); the
+    notice goes to the address being replaced, sealed into the outbox row
+    (``Effects.notify(sealed={"address": ...})``), because by the time the notifier
+    runs the contact points hold only the new one. A postal address has no channel.
+    """
+    channel = CONTACT_CHANNELS.get(kind)
+    if channel is None or not old_value.strip():
+        return
+    notice_id = effects.notify(
+        subject_ref,
+        "contact_changed",
+        channel[0],
+        {"contact_kind": channel[1]},
+        sealed={SEALED_ADDRESS: old_value},
+    )
+    effects.audit("old_contact_told", subject_ref, contact_kind=kind, notice_id=notice_id)
 
 
 def restrict(

@@ -26,10 +26,12 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from infra.keys import Sealer
 from infra.runtime.tables import NOTICE_FORGET
 from infra.runtime.worker import Effects, Sink, announce, commit_effects
 from infra.store import Store, Transaction
 from messages.dsr import DsrOverdue, DsrOverduePayload, Regime, RequestKind, SubjectErased
+from workers.dsr import replies
 from workers.dsr.forget import FORGOTTEN, forget_subject
 from workers.dsr.recipients import tell_lifted, tell_recipients
 from workers.dsr.requests import load
@@ -122,7 +124,12 @@ async def sweep_deadlines(worker: DsrWorker, store: Store, sink: Sink | None, no
             if state is None or state == flag:
                 continue
             effects = Effects.standalone(
-                "dsr", tenant, actor="sweep:deadlines", correlation_id=rid, now=now
+                "dsr",
+                tenant,
+                actor="sweep:deadlines",
+                correlation_id=rid,
+                now=now,
+                sealer=worker.keys.notice,
             )
             effects.write(
                 "UPDATE dsr_requests SET deadline_flag = ? WHERE tenant_id = ? AND request_id = ?",
@@ -145,29 +152,27 @@ async def sweep_deadlines(worker: DsrWorker, store: Store, sink: Sink | None, no
             )
             effects.audit(f"dsr_{state}", None, request_id=rid, due_on=due, status=status)
             if deemed:
-                await _deemed_refused(tx, effects, tenant, rid)
+                await _deemed_refused(tx, effects, tenant, rid, worker.keys.notice)
             tx.stage_all(effects.writes)
             flagged.append(effects)
     announce(sink, *flagged)
     return len(flagged)
 
 
-async def _deemed_refused(tx: Transaction, effects: Effects, tenant: str, rid: str) -> None:
+async def _deemed_refused(
+    tx: Transaction, effects: Effects, tenant: str, rid: str, sealer: Sealer
+) -> None:
     """PAIA s58: an access request not answered in time is refused; tell the subject so."""
     request = await load(tx, tenant, rid)
     if request is None:
         return
+    await replies.refresh(tx, request, sealer)
     request.note("deemed refused (PAIA s58): the subject was told, with their remedies")
-    effects.notify(
-        request.subject_ref or f"request:{rid}",
+    replies.notify(
+        effects,
+        request,
         "dsr_deemed_refused",
-        request.reply_channel,
-        {
-            "request_id": rid,
-            "kind": request.kind.value,
-            "due_on": request.due_on.isoformat(),
-            "regime": request.regime.value,
-        },
+        {"due_on": request.due_on.isoformat(), "regime": request.regime.value},
     )
     effects.audit("dsr_deemed_refused", request.subject_ref, request_id=rid)
     request.save(effects, "")
@@ -180,7 +185,12 @@ async def sweep_holds(
         due = await tx.fetchall(DUE_ERASURES, (now.date().isoformat(), limit))
     for tenant, subject, request_id in due:
         effects = Effects.standalone(
-            "dsr", tenant, actor="sweep:holds", correlation_id=request_id, now=now
+            "dsr",
+            tenant,
+            actor="sweep:holds",
+            correlation_id=request_id,
+            now=now,
+            sealer=worker.keys.notice,
         )
         async with store.transaction() as tx:
             result = await worker.eraser.erase(tx, effects, subject, request_id, now.date())
@@ -196,17 +206,14 @@ async def sweep_holds(
                 )
             request = await load(tx, tenant, request_id)
             if result.complete and request and request.status is Status.PARTIALLY_COMPLETED:
+                # The contact points are gone: the answer goes to the address kept with it.
+                await replies.refresh(tx, request, worker.keys.notice)
                 request.move(Status.COMPLETED, "deferred erasure ran after the holds expired")
                 request.outcome = {**(request.outcome or {}), "deferred": result.summary()}
                 context = worker.answer(
                     request, Status.COMPLETED, result.summary(), "held data erased"
                 )
-                effects.notify(
-                    subject,
-                    "dsr_completed",
-                    request.reply_channel,
-                    {"request_id": request_id, "kind": request.kind.value, **context},
-                )
+                replies.notify(effects, request, "dsr_completed", context)
             if result.complete:
                 await forget_subject(tx, effects, worker.key, subject, request)
                 if request is not None:

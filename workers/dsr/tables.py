@@ -120,6 +120,12 @@ CREATE TABLE erasure_followups (
 ) WITHOUT ROWID;
 """
 
+#: Where a request's answers go, fixed when it arrives (sealed with the notice key), so the
+#: answer to an erasure still reaches the subject once the contact points are gone.
+REPLY_ADDRESSES = """
+ALTER TABLE dsr_requests ADD COLUMN reply_addresses TEXT;
+"""
+
 DSR = Schema(
     "dsr",
     (
@@ -127,6 +133,7 @@ DSR = Schema(
         Migration(2, "objections: since when", portable(OBJECTED_AT)),
         Migration(3, "requests: who verified, how, when", portable(VERIFICATION)),
         Migration(4, "notices to reduce after an erasure", portable(ERASURE_FOLLOWUPS)),
+        Migration(5, "requests: where answers go, sealed", portable(REPLY_ADDRESSES)),
     ),
 )
 

@@ -20,11 +20,15 @@ its own):
    not ``sent``, then mark it ``sending`` with a lease of one handler timeout.
    A ``sent`` notice is skipped (a redelivery or a relay's second publish); a
    live lease means another copy is being sent: retry later (``NotYetKnown``).
-2. resolve the address from ``contact_points`` now (never from the message),
-   render, send through the provider with the notice_id as its idempotency key
-   (SMTP ``Message-ID``, HTTP ``Idempotency-Key``, file name).
-3. record ``sent`` and the audit row in one transaction; then the runtime
-   writes the inbox row and acks.
+2. read the notice from its own ``notification_outbox`` row (kind, channel,
+   template context, and the sealed secrets, decrypted here with the notice
+   key): ``notice.send`` carries references only. Resolve the address from
+   ``contact_points`` now (never from the message), unless the row sealed one
+   when the notice was queued (``SEALED_ADDRESS``: the old address told of a
+   contact-point change); render, send through the provider with the notice_id
+   as its idempotency key (SMTP ``Message-ID``, HTTP ``Idempotency-Key``, file name).
+3. record ``sent``, clear the row's sealed secrets, and write the audit row in
+   one transaction; then the runtime writes the inbox row and acks.
 
 Why not the runtime's one transaction per batch: it would hold the store's
 write lock for the whole SMTP session and could not commit ``sent`` before the
@@ -46,15 +50,19 @@ Reasons and logs name codes and references, never an address.
 
 from __future__ import annotations
 
-from typing import ClassVar
+import json
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import structlog
 
 from config import tenants as tenant_config
 from config.settings import Settings
 from infra import transports
+from infra.keys import Keys, Sealer
 from infra.redaction import describe_error
-from infra.runtime.worker import Effects, Resources, Worker, announce, handles
+from infra.runtime.tables import load_notice
+from infra.runtime.worker import SEALED_ADDRESS, Effects, Resources, Worker, announce, handles
 from infra.store import Store
 from infra.transports.base import (
     Email,
@@ -74,38 +82,23 @@ from messages.errors import (
 )
 from messages.notices import NoticeChannel, NoticeKind, NoticeSend
 from workers.notifier import tables
+from workers.notifier.rules import CONTACT_KIND, channel_order
 from workers.notifier.tables import NOTIFIER
-from workers.notifier.templates import IN_WRITING, Renderer
+from workers.notifier.templates import Renderer
 from workers.platform.tables import contact
 
 log = structlog.get_logger("privacyops.notifier")
 
-#: Channel order when a notice names none: e-mail first (it carries the full text).
-FALLBACK_ORDER = (NoticeChannel.EMAIL, NoticeChannel.SMS)
-#: Channel order of notices that must reach the subject in full, in writing.
-WRITTEN_ORDER = (NoticeChannel.EMAIL, NoticeChannel.POST)
 
+@dataclass(frozen=True)
+class Rendering:
+    """What a notice is rendered from: its outbox row, with the sealed secrets opened."""
 
-#: Notice channel -> contact_points.kind.
-CONTACT_KIND = {
-    NoticeChannel.EMAIL: "email",
-    NoticeChannel.SMS: "phone",
-    NoticeChannel.POST: "postal",
-}
-
-
-def channel_order(kind: NoticeKind, asked: NoticeChannel | None) -> tuple[NoticeChannel, ...]:
-    """Where a notice may go, in order.
-
-    A notice that must be complete (``IN_WRITING``: a breach notice, POPIA s22(4): "by
-    post, e-mail, website or news media"; a final answer or an extension with its
-    reasons) goes by e-mail or post, never by SMS, which cannot carry it: post first
-    when the subject asked for post. Other notices go on the channel asked for, else
-    e-mail, then SMS.
-    """
-    if kind in IN_WRITING:
-        return WRITTEN_ORDER[::-1] if asked is NoticeChannel.POST else WRITTEN_ORDER
-    return (asked,) if asked else FALLBACK_ORDER
+    kind: NoticeKind
+    channel: NoticeChannel | None
+    context: dict[str, Any] = field(repr=False)
+    address: str | None = field(repr=False)
+    subject_ref: str
 
 
 class NotifierWorker(Worker):
@@ -131,9 +124,12 @@ class NotifierWorker(Worker):
         self._sms = sms or transports.sms_sender(settings)
         self._post = post or transports.letter_sender(settings)
         self._store: Store | None = None
+        self._sealer: Sealer | None = None
 
     async def open(self, resources: Resources) -> None:
         self._store = resources.store
+        keys = resources.keys or Keys.from_settings(resources.settings)
+        self._sealer = keys.notice
 
     async def close(self) -> None:
         senders: tuple[EmailSender | SmsSender | LetterSender, ...] = (
@@ -164,7 +160,7 @@ class NotifierWorker(Worker):
             effects.audit("notice_already_sent", notice.subject_ref, notice_id=notice_id)
             return
         try:
-            outcome = await self._deliver(message)
+            outcome = await self._deliver(message, await self._stored(message))
         except PrivacyOpsError as exc:
             await self._record(message, effects, self._failure(exc, effects.attempt))
             raise
@@ -199,14 +195,30 @@ class NotifierWorker(Worker):
         await tables.record(self._opened(), own, str(notice.notice_id), outcome)
         announce(None, own)
 
-    async def _deliver(self, message: NoticeSend) -> tables.Outcome:
-        notice = message.payload
+    async def _stored(self, message: NoticeSend) -> Rendering:
+        """The notice as its outbox row holds it, sealed secrets opened (never logged)."""
+        notice_id = str(message.payload.notice_id)
+        async with self._opened().transaction() as tx:
+            stored = await load_notice(tx, message.tenant_id, notice_id)
+        if stored is None:
+            raise RuleViolation("notice is not in this tenant's notification outbox")
+        secrets: dict[str, str] = {}
+        if stored.sealed:
+            if self._sealer is None:
+                raise RuntimeError("NotifierWorker.open was not called")
+            secrets = json.loads(self._sealer.open(stored.sealed))
+        address = secrets.pop(SEALED_ADDRESS, None)
+        channel = NoticeChannel(stored.channel) if stored.channel else None
+        context = {**stored.context, **secrets}
+        return Rendering(NoticeKind(stored.kind), channel, context, address, stored.subject_ref)
+
+    async def _deliver(self, message: NoticeSend, notice: Rendering) -> tables.Outcome:
         tenant = self.directory.profile(message.tenant_id)
         if tenant is None:
             raise RuleViolation("tenant has no profile in the tenants file")
-        channel, address = await self._address(message)
+        channel, address = await self._address(message.tenant_id, notice)
         regulator = self.directory.regulator
-        notice_id = str(notice.notice_id)
+        notice_id = str(message.payload.notice_id)
         if channel is NoticeChannel.EMAIL:
             rendered = self.renderer.email(notice.kind, tenant, regulator, notice.context)
             email = Email(
@@ -241,15 +253,17 @@ class NotifierWorker(Worker):
             "sent", channel=channel.value, transport=transport, provider_ref=reference
         )
 
-    async def _address(self, message: NoticeSend) -> tuple[NoticeChannel, str]:
-        """The channel to use and the subject's address on it, read now."""
-        notice = message.payload
+    async def _address(self, tenant_id: str, notice: Rendering) -> tuple[NoticeChannel, str]:
+        """The channel to use and the subject's address on it: sealed in the row, else read
+        from the contact points now."""
+        if notice.address is not None:
+            if notice.channel is None:
+                raise RuleViolation("a notice with a sealed address must name its channel")
+            return notice.channel, notice.address
         order = channel_order(notice.kind, notice.channel)
         async with self._opened().transaction() as tx:
             for channel in order:
-                address = await contact(
-                    tx, message.tenant_id, notice.subject_ref, CONTACT_KIND[channel]
-                )
+                address = await contact(tx, tenant_id, notice.subject_ref, CONTACT_KIND[channel])
                 if address:
                     return channel, address
         wanted = " or ".join(c.value for c in order)

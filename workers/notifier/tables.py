@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from infra.runtime.tables import notice_queued, set_notice_status
+from infra.runtime.tables import clear_sealed, notice_queued, set_notice_status
 from infra.runtime.worker import Effects
 from infra.store import Store, Transaction
 from infra.store.migrations import Migration, Schema, portable
@@ -124,6 +124,8 @@ def stage_outcome(
         ),
     )
     set_notice_status(tx, tenant_id, notice_id, outcome.status)
+    if outcome.status == "sent":
+        clear_sealed(tx, tenant_id, notice_id)  # the secrets reached the subject: drop them
 
 
 async def record(store: Store, effects: Effects, notice_id: str, outcome: Outcome) -> None:

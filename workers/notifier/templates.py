@@ -30,20 +30,6 @@ TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
 #: Kinds about direct marketing: they carry the opt-out line (POPIA s69(4)).
 MARKETING = frozenset({NoticeKind.CONSENT_CONFIRMATION})
 
-#: Kinds that must reach the subject complete, in writing (e-mail or post, never an SMS):
-#: a breach notice (POPIA s22(4)-(5)), a final answer (what was done, kept and why), an
-#: extension with its reasons. Their SMS text, where one is ever sent, only points to it.
-IN_WRITING = frozenset(
-    {
-        NoticeKind.BREACH_NOTICE,
-        NoticeKind.BREACH_UPDATE,
-        NoticeKind.DSR_COMPLETED,
-        NoticeKind.DSR_REFUSED,
-        NoticeKind.DSR_DEEMED_REFUSED,
-        NoticeKind.DSR_EXTENDED,
-    }
-)
-
 #: Context each kind's template needs (others are optional).
 REQUIRED: dict[NoticeKind, tuple[str, ...]] = {
     NoticeKind.DSR_RECEIVED: ("request_id", "request_kind", "due_at"),
@@ -57,6 +43,7 @@ REQUIRED: dict[NoticeKind, tuple[str, ...]] = {
     NoticeKind.CONSENT_CONFIRMATION: ("channel", "status", "effective_at"),
     NoticeKind.BREACH_NOTICE: ("incident_ref", "consequences", "measures", "subject_actions"),
     NoticeKind.BREACH_UPDATE: ("incident_ref", "update"),
+    NoticeKind.CONTACT_CHANGED: ("contact_kind",),
 }
 
 #: Optional context: absent means None, so templates can test it under StrictUndefined.

@@ -31,6 +31,7 @@ from typing import Any
 
 from config.settings import Settings
 from infra.cli import App, SubParsers
+from infra.runtime.audit import report
 from infra.store import Store
 from messages.errors import BrokerUnavailable
 from messages.security import IncidentStatus
@@ -89,11 +90,23 @@ def register(sub: SubParsers) -> None:
     report.set_defaults(handler=_report)
 
 
-async def _publish_outbox(app: App) -> None:
-    """Publish what the action committed to the outbox; if the broker is down, leave it."""
+async def _publish_outbox(app: App, action: str | None = None, incident: Any = None) -> None:
+    """Publish what the action committed to the outbox, and report the action on the broker
+    for the service's audit log (``admin.action``); if the broker is down, leave both: the
+    audit row is in the store already."""
     try:
-        async with app.session(broker=True):
-            pass  # the relays read the outbox when they start and drain it when they stop
+        async with app.session(broker=True) as opened:
+            # the relays read the outbox when they start and drain it when they stop
+            if action is not None and incident is not None:
+                _, publisher = opened.require_broker()
+                await report(
+                    publisher,
+                    opened.names,
+                    incident.tenant_id,
+                    action,
+                    None,
+                    incident.incident_id,
+                )
     except BrokerUnavailable:
         print("privacyops: broker unavailable; events stay in the outbox", file=sys.stderr)
 
@@ -169,11 +182,13 @@ def _show(args: argparse.Namespace, app: App) -> int:
     return EXIT_OK
 
 
-def _admin(app: App, action: Callable[[Store, datetime], Awaitable[Any]]) -> Any:
+def _admin(
+    app: App, action: Callable[[Store, datetime], Awaitable[Any]], name: str | None = None
+) -> Any:
     async def run() -> Any:
         async with app.session() as opened:
             result = await action(opened.store, datetime.now(UTC))
-        await _publish_outbox(app)
+        await _publish_outbox(app, name, result)
         return result
 
     return asyncio.run(run())
@@ -185,6 +200,7 @@ def _confirm(args: argparse.Namespace, app: App) -> int:
         lambda store, now: admin.confirm(
             store, None, args.incident_id, app.settings.operator, now, args.tenant
         ),
+        "incident_confirmed",
     )
     print(f"{incident.incident_id}: compromise confirmed, report due {incident.report_due_at}")
     return EXIT_OK
@@ -196,6 +212,7 @@ def _status(args: argparse.Namespace, app: App, status: IncidentStatus) -> int:
         lambda store, now: admin.set_status(
             store, None, args.incident_id, status, app.settings.operator, now, args.tenant
         ),
+        f"incident_{status.value}",
     )
     print(f"{incident.incident_id}: {incident.status.value}")
     return EXIT_OK

@@ -35,6 +35,7 @@ from tests.support.helpers import (
     drain_queue,
     migrated_store,
     queue_depth,
+    security_env,
     store_env,
     wait_until,
 )
@@ -42,7 +43,8 @@ from tests.support.helpers import (
 EMAIL, PHONE, SA_ID = "thandi.nkosi@example.co.za", "+27 82 555 0199", "8501015800084"
 PLANTED = (EMAIL, PHONE, SA_ID, "82 555 0199")
 BIN = Path(sys.executable).parent / "privacyops"
-OPERATOR = "alice.admin"
+#: The admin is the broker user the command authenticates as (issue 11, C7).
+OPERATOR = "guest"
 
 
 class FixableWorker(Worker):
@@ -70,7 +72,7 @@ def cli_env(settings: Settings) -> dict[str, str]:
         "PRIVACYOPS_NAMESPACE": settings.namespace,
         **store_env(settings),
         "PRIVACYOPS_LOG_FORMAT": "json",
-        "PRIVACYOPS_OPERATOR": OPERATOR,
+        **security_env(settings),
     }
 
 
@@ -195,7 +197,9 @@ async def test_dead_letters_listed_fixed_replayed_exactly_once_despite_a_killed_
     assert shown.returncode == 0
     assert_no_personal_data(shown.stdout)
     assert rows(db, "SELECT count(*) FROM audit_log WHERE action = 'dlq_revealed'") == [(0,)]
-    revealed = await adlq(settings, "show", crash_id, "--queue", "fixable", "--reveal")
+    revealed = await adlq(
+        settings, "show", crash_id, "--queue", "fixable", "--reveal", "--reason", "INC-7 triage"
+    )
     assert revealed.returncode == 0
     assert EMAIL in revealed.stdout
     assert rows(

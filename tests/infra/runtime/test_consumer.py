@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
@@ -27,12 +28,14 @@ from messages.errors import ProviderUnavailable
 from messages.registry import MESSAGE_TYPES, encode
 from tests.support.db import connect
 from tests.support.helpers import (
+    TEST_SECRET,
     ServiceFactory,
     consent_changed,
     drain_queue,
     log_lines,
     queue_depth,
     wait_until,
+    write_keyring,
 )
 from workers.consent import ConsentWorker
 
@@ -224,20 +227,22 @@ async def test_planted_personal_data_never_reaches_logs_or_headers(
     assert SA_ID in evidence
 
 
-@pytest.mark.parametrize("key", [None, "not-the-key"])
+@pytest.mark.parametrize("key", [None, "not-the-key-" + "x" * 32])
 async def test_forged_or_missing_signature_is_dead_lettered(
-    start_service: ServiceFactory, settings: Settings, key: str | None
+    start_service: ServiceFactory, settings: Settings, key: str | None, tmp_path: Path
 ) -> None:
-    service = await start_service(signing_key="the-real-key")
+    keyring = write_keyring(tmp_path, {"key_id": "real"})
+    service = await start_service(signing_keys_file=keyring)
     url = settings.amqp_url.get_secret_value()
-    async with Publisher(url, namespace=settings.namespace, signing_key=key) as forger:
+    ns = settings.namespace
+    async with Publisher(url, namespace=ns, signing_key=key, key_id="real") as forger:
         await forger.publish(consent_changed("debtor-forged"))
-    async with Publisher(url, namespace=settings.namespace, signing_key="the-real-key") as real:
+    async with Publisher(url, namespace=ns, signing_key=TEST_SECRET, key_id="real") as real:
         await real.publish(consent_changed("debtor-signed"))
 
     [dead] = await dead_letters(settings, service, "consent", 1)
     assert dead.headers[H_ERROR_TYPE] == "signature_invalid"
-    expected = "signature header missing" if key is None else "signature does not match the body"
+    expected = "signature header missing" if key is None else "signature does not match the message"
     assert dead.headers[H_ERROR] == expected
 
     async def applied() -> bool:

@@ -35,6 +35,7 @@ from tests.support.helpers import (
     consent_changed,
     delete_namespace,
     log_lines,
+    security_env,
     store_env,
     wait_until,
 )
@@ -164,6 +165,7 @@ def worker_env(settings: Settings) -> dict[str, str]:
         "PRIVACYOPS_PUBLISH_TIMEOUT_S": str(settings.publish_timeout_s),
         "PRIVACYOPS_WORKERS": json.dumps(["consent"]),
         "PRIVACYOPS_METRICS_PORT": "0",
+        **security_env(settings),
         "PRIVACYOPS_LOG_FORMAT": "json",
         "PRIVACYOPS_LOG_LEVEL": "info",
     }

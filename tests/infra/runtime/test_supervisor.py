@@ -32,6 +32,7 @@ from tests.support.helpers import (
     consent_changed,
     delete_namespace,
     free_port,
+    security_env,
     store_env,
     wait_until,
 )
@@ -80,6 +81,7 @@ def supervisor_env(settings: Settings, metrics_port: int) -> dict[str, str]:
         "PRIVACYOPS_AMQP_URL": settings.amqp_url.get_secret_value(),
         "PRIVACYOPS_NAMESPACE": settings.namespace,
         **store_env(settings),
+        **security_env(settings),
         "PRIVACYOPS_WORKERS": json.dumps(["consent", "security"]),
         "PRIVACYOPS_METRICS_PORT": str(metrics_port),
         "PRIVACYOPS_METRICS_HOST": "127.0.0.1",

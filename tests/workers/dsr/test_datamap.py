@@ -35,7 +35,8 @@ async def test_a_new_table_in_the_map_is_exported_and_erased(tmp_path: Path) -> 
     map_file = tmp_path / "datamap.toml"
     map_file.write_text((CONFIG_DIR / "datamap.toml").read_text() + EXTRA)
     datamap = load_datamap(map_file)
-    async with migrated_store(Settings(db_path=tmp_path / "s.db")) as store:
+    plain = Settings(db_path=tmp_path / "s.db", key_dir=tmp_path / "keys", db_encryption="none")
+    async with migrated_store(plain) as store:
         await _erase_field_visits(store, datamap)
     with sqlite3.connect(tmp_path / "s.db") as conn:
         left = conn.execute("SELECT tenant_id, debtor_ref FROM field_visits ORDER BY 1, 2")
@@ -69,7 +70,12 @@ async def _erase_field_visits(store: Store, datamap: DataMap) -> None:
 
 
 def test_cli_seed_list_and_show(tmp_path: Path) -> None:
-    env = {"PRIVACYOPS_DB_PATH": str(tmp_path / "cli.db"), "PATH": "/usr/bin:/bin"}
+    env = {
+        "PRIVACYOPS_DB_PATH": str(tmp_path / "cli.db"),
+        "PRIVACYOPS_KEY_DIR": str(tmp_path / "keys"),
+        "PRIVACYOPS_DB_ENCRYPTION": "none",
+        "PATH": "/usr/bin:/bin",
+    }
     exe = str(Path(sys.executable).parent / "privacyops")
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:

@@ -32,6 +32,7 @@ from tests.support.dsr import (
     PHONE,
     SA_ID,
     answered,
+    keys_of,
     notices,
     request,
     snapshot,
@@ -65,7 +66,7 @@ async def test_access_exports_every_table_and_nothing_of_anyone_else(
     sealed = Path(path).read_bytes()
     assert not sealed.startswith(b"PK")  # encrypted at rest
     assert SA_ID.encode() not in sealed
-    key = (tmp_path / "export.key").read_bytes()
+    key = keys_of(db).export
     archive = zipfile.ZipFile(io.BytesIO(package.unseal(Path(path), key)))
     names = set(archive.namelist())
     assert names >= {"subject.json", *(f"{t}.csv" for t in DATAMAP.tables)}
@@ -224,7 +225,7 @@ async def test_rectification_refused_field_leaves_a_note(
     await publisher.publish(request("r-see", "access"))
     assert await answered(db, "r-see") == "completed"
     [(path,)] = sql(db, "SELECT path FROM dsr_packages WHERE request_id = 'r-see'")
-    key = (settings.db_path.parent / "export.key").read_bytes()
+    key = keys_of(db).export
     document = json.loads(
         zipfile.ZipFile(io.BytesIO(package.unseal(Path(path), key))).read("subject.json")
     )
@@ -297,7 +298,7 @@ async def test_portability_is_limited_to_provided_data(
     )
     assert await answered(db, "r-port") == "completed"
     [(path,)] = sql(db, "SELECT path FROM dsr_packages")
-    key = (tmp_path / "export.key").read_bytes()
+    key = keys_of(db).export
     document = json.loads(
         zipfile.ZipFile(io.BytesIO(package.unseal(Path(path), key))).read("subject.json")
     )

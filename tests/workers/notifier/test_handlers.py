@@ -28,6 +28,7 @@ from tests.support.helpers import (
     drain_queue,
     log_lines,
     queue_depth,
+    security_env,
     store_env,
     wait_until,
 )
@@ -192,7 +193,6 @@ async def test_a_notice_delivered_twice_is_sent_once(
                 notice_id=notice_id,
                 subject_ref="debtor-3",
                 kind="consent_confirmation",  # type: ignore[arg-type]
-                context=CONSENT,
             ),
         )
         other_copy = again.model_copy(update={"message_id": uuid.uuid4()})
@@ -352,7 +352,7 @@ async def test_notices_list_cli(start_service: ServiceFactory, settings: Setting
     notice_id = await seed(settings, "acme", "debtor-10", "dsr_package_ready", "sms", PACKAGE)
     await run_notifier(start_service, settings, outbox_poll_s=0.05)
     await status_is(settings, notice_id, "failed")
-    env = {**os.environ, **store_env(settings)}
+    env = {**os.environ, **store_env(settings), **security_env(settings)}
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -385,6 +385,7 @@ async def test_crash_between_send_and_ack_loses_nothing(settings: Settings, tmp_
         "PRIVACYOPS_NAMESPACE": settings.namespace,
         **store_env(settings),
         "PRIVACYOPS_WORKERS": '["notifier"]',
+        **security_env(settings),
         "PRIVACYOPS_NOTIFY_EMAIL_TRANSPORT": "smtp",
         "PRIVACYOPS_SMTP_PORT": str(port),
         "PRIVACYOPS_SMTP_SECURITY": "none",

@@ -83,6 +83,7 @@ CONTEXTS: dict[NoticeKind, dict[str, Any]] = {
         "update": "The investigation confirmed the cause.",
         "measures": ["All staff passwords were reset"],
     },
+    NoticeKind.CONTACT_CHANGED: {"contact_kind": "e-mail address", "request_id": "REQ-9"},
 }
 BREACH_PARTS = (
     "possible consequences",
@@ -132,6 +133,7 @@ _KEEP = _DATES | {
     "request_id",
     "incident_ref",
     "package_token",
+    "contact_kind",
 }
 
 
