@@ -36,7 +36,7 @@ from tests.security.support import (
     status_of,
     verified,
 )
-from tests.support.helpers import BIN, consent_changed, migrated_store, wait_until
+from tests.support.helpers import BIN, consent_changed, migrated_store, store_env, wait_until
 from workers.consent import ConsentWorker
 from workers.dsr import DsrWorker
 from workers.notifier.handlers import NotifierWorker
@@ -178,7 +178,7 @@ async def test_an_old_capture_is_refused_until_an_admin_replays_it(
         **os.environ,
         "PRIVACYOPS_AMQP_URL": secured.amqp_url.get_secret_value(),
         "PRIVACYOPS_NAMESPACE": secured.namespace,
-        "PRIVACYOPS_DB_PATH": str(secured.db_path),
+        **store_env(secured),
         "PRIVACYOPS_KEY_DIR": str(secured.key_dir),
         "PRIVACYOPS_DB_ENCRYPTION": "sqlcipher",
         "PRIVACYOPS_LOG_FORMAT": "json",
