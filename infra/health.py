@@ -43,8 +43,9 @@ log = structlog.get_logger("privacyops.health")
 
 
 def broker_ok(connection: AbstractRobustConnection | None) -> bool:
-    """The robust connection is open (it reconnects by itself when the broker returns)."""
-    return connection is not None and not connection.is_closed
+    """The robust connection is connected now: not closed, and not between a lost link
+    and the reconnection it makes by itself when the broker returns."""
+    return connection is not None and not connection.is_closed and connection.connected.is_set()
 
 
 async def store_ok(store: Store, within_s: float) -> bool:

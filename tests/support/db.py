@@ -50,6 +50,9 @@ class _Cursor:
     def rowcount(self) -> int:
         return self._cursor.rowcount
 
+    def __iter__(self) -> Any:
+        return iter(self.fetchall())
+
 
 class _PostgresConnection:
     """The slice of sqlite3.Connection the tests use, on a PostgreSQL schema."""
