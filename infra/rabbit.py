@@ -8,6 +8,7 @@ aio-pika and aiormq exceptions stop here (STYLE 4): callers see
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -71,10 +72,10 @@ class FailoverConnection(aio_pika.RobustConnection):
     """
 
     def __init__(self, urls: Sequence[str], **kwargs: Any) -> None:
+        self._failover_transport: Any = None
+        super().__init__(URL(urls[0]), **kwargs)  # clears transport before the list is set
         self._failover_urls = [URL(u) for u in urls]
         self._failover_next = 0
-        self._failover_transport: Any = None
-        super().__init__(self._failover_urls[0], **kwargs)
 
     @property
     def transport(self) -> Any:
@@ -83,7 +84,8 @@ class FailoverConnection(aio_pika.RobustConnection):
     @transport.setter
     def transport(self, value: Any) -> None:
         urls = getattr(self, "_failover_urls", None)
-        if value is None and urls:  # a connection attempt starts: take the next address
+        if value is None and urls and not self._close_called:
+            # a connection attempt starts (not a close): take the next address
             self.url = urls[self._failover_next % len(urls)]
             if self._failover_next:
                 log.info("broker_failover", address=f"{self.url.host}:{self.url.port}")
@@ -125,14 +127,22 @@ async def _connect(
     extra: dict[str, Any] = {"reconnect_interval": reconnect_interval_s}
     if urls[0].startswith("amqps://"):
         extra["ssl_context"] = ssl_context or tls_context(None)
+    connection = FailoverConnection(urls, **extra)
     try:
-        connection = FailoverConnection(urls, **extra)
         await connection.connect(timeout=connect_timeout)
         return connection
     except BROKER_ERRORS as exc:
+        await _abandon(connection)
         raise BrokerUnavailable(f"cannot connect to the broker: {type(exc).__name__}") from exc
     except ssl.SSLError as exc:
+        await _abandon(connection)
         raise BrokerUnavailable(f"TLS to the broker failed: {type(exc).__name__}") from exc
+
+
+async def _abandon(connection: FailoverConnection) -> None:
+    """Close a connection that never connected, so it does not keep trying."""
+    with contextlib.suppress(*BROKER_ERRORS):
+        await asyncio.wait_for(connection.close(), timeout=5)
 
 
 async def connect_with(settings: Settings) -> AbstractRobustConnection:
