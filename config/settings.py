@@ -187,6 +187,17 @@ class Settings(BaseSettings):
     sweep_interval_s: float = Field(
         60.0, gt=0, le=86_400, description="Seconds between periodic sweeps (deadlines, holds)."
     )
+    inbox_retention_days: float = Field(
+        30.0,
+        gt=0,
+        le=3_650,
+        description="Inbox rows (the dedupe record) and published event rows are deleted this "
+        "long after they were written: far longer than any redelivery (retry tiers, replays "
+        "of dead letters) may take, or a late copy would be applied again.",
+    )
+    prune_interval_s: float = Field(
+        3_600.0, gt=0, le=86_400, description="Seconds between two prunes of the inbox."
+    )
 
     # Operations
     metrics_port: int = Field(
