@@ -225,10 +225,12 @@ async def kill_worker(
     await downstream.declare()
     publishing = asyncio.create_task(publish_all(settings.broker_urls, settings.namespace, sent))
     recovery = 0.0
+    done = 0
     try:
         for k in range(kills):
-            await asyncio.sleep(rng.uniform(0.05, 1.5))
+            await asyncio.sleep(rng.uniform(0.05, 0.6))
             await worker.kill()
+            done += 1
             base = await asyncio.to_thread(inbox_count, db)
             if base >= n:
                 break
@@ -238,15 +240,13 @@ async def kill_worker(
             await applied_reach(db, base + 1, within=60)
             recovery = max(recovery, time.monotonic() - restarted)
         await publishing
-        row = await outcome(
-            f"kill -9 worker x{kills}", settings, sent, downstream, recovery, note=note
-        )
+        row = await outcome("kill -9 worker", settings, sent, downstream, recovery, note=note)
     finally:
         if not publishing.done():
             publishing.cancel()
         await worker.kill()
         await downstream.delete()
-    row.note = row.note or f"seed {seed}"
+    row.note = row.note or f"seed {seed}, {done} kills"
     return row
 
 
