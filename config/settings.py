@@ -14,7 +14,7 @@ from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _NAME = re.compile(r"^[a-z][a-z0-9_-]{0,40}(\.[a-z0-9_-]{1,40})*$")
@@ -39,6 +39,15 @@ class Settings(BaseSettings):
 
     # Broker
     amqp_url: SecretStr = SecretStr("amqp://guest:guest@127.0.0.1:5672/")
+    amqp_urls: list[SecretStr] = Field(
+        default_factory=list,
+        description="Every node of a RabbitMQ cluster (JSON list, one broker user): a lost "
+        "connection is taken up again on the next address. Unset: amqp_url alone; set "
+        "without amqp_url, amqp_url is the first.",
+    )
+    reconnect_interval_s: float = Field(
+        2.0, gt=0, le=60, description="Between attempts to reconnect to the broker."
+    )
     namespace: str = Field(
         "privacyops",
         description="Prefix of every exchange and queue name; lets several deployments or "
@@ -178,6 +187,17 @@ class Settings(BaseSettings):
     sweep_interval_s: float = Field(
         60.0, gt=0, le=86_400, description="Seconds between periodic sweeps (deadlines, holds)."
     )
+    inbox_retention_days: float = Field(
+        30.0,
+        gt=0,
+        le=3_650,
+        description="Inbox rows (the dedupe record) and published event rows are deleted this "
+        "long after they were written: far longer than any redelivery (retry tiers, replays "
+        "of dead letters) may take, or a late copy would be applied again.",
+    )
+    prune_interval_s: float = Field(
+        3_600.0, gt=0, le=86_400, description="Seconds between two prunes of the inbox."
+    )
 
     # Operations
     metrics_port: int = Field(
@@ -243,6 +263,25 @@ class Settings(BaseSettings):
     )
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _first_of_the_cluster(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("amqp_urls") and not data.get("amqp_url"):
+            return {**data, "amqp_url": data["amqp_urls"][0]}
+        return data
+
+    @model_validator(mode="after")
+    def _one_broker_user(self) -> Settings:
+        users = {urlsplit(url).username for url in self.broker_urls}
+        if len(users) > 1:
+            raise ValueError("amqp_url and amqp_urls must name one broker user")
+        return self
+
+    @property
+    def broker_urls(self) -> list[str]:
+        """The broker's addresses, in the order they are tried (amqp_urls, else amqp_url)."""
+        return [u.get_secret_value() for u in self.amqp_urls] or [self.amqp_url.get_secret_value()]
 
     @field_validator("timezone")
     @classmethod

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ssl
 import time
+from collections.abc import Sequence
 from types import TracebackType
 
 from aio_pika.abc import AbstractRobustConnection
@@ -36,7 +37,7 @@ class Publisher:
 
     def __init__(
         self,
-        url: str,
+        url: str | Sequence[str],
         *,
         namespace: str = "privacyops",
         signing_key: str | None = None,
@@ -44,7 +45,8 @@ class Publisher:
         timeout: float = 10.0,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
-        self._url = url
+        #: One address, or every node of a cluster (``rabbit.connect`` fails over).
+        self._urls = [url] if isinstance(url, str) else list(url)
         self._exchange = Names(namespace).events
         self._signing_key = signing_key
         self._key_id = key_id
@@ -63,7 +65,7 @@ class Publisher:
         if s.amqp_ca_file or s.amqp_cert_file:
             context = rabbit.tls_context(s.amqp_ca_file, s.amqp_cert_file, s.amqp_key_file)
         return cls(
-            s.amqp_url.get_secret_value(),
+            s.broker_urls,
             namespace=s.namespace,
             signing_key=key.secret if key else None,
             key_id=key.key_id if key else "default",
@@ -73,11 +75,11 @@ class Publisher:
 
     async def connect(self) -> None:
         self._connection = await rabbit.connect(
-            self._url, self._timeout, ssl_context=self._ssl_context
+            self._urls, self._timeout, ssl_context=self._ssl_context
         )
         channel = await rabbit.open_channel(self._connection, confirms=True)
         self._publisher = rabbit.ConfirmedPublisher(
-            channel, self._timeout, user_id=rabbit.url_user(self._url)
+            channel, self._timeout, user_id=rabbit.url_user(self._urls[0])
         )
 
     async def close(self) -> None:

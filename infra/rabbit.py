@@ -8,6 +8,7 @@ aio-pika and aiormq exceptions stop here (STYLE 4): callers see
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -19,12 +20,16 @@ from urllib.parse import unquote, urlsplit
 
 import aio_pika
 import aiormq
+import structlog
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 from aiormq.abc import ChannelFrame
 from pamqp.header import ContentHeader
+from yarl import URL
 
 from config.settings import Settings
 from messages.errors import BrokerUnavailable, PrivacyOpsError, PublishNacked, PublishRejected
+
+log = structlog.get_logger("privacyops.rabbit")
 
 PERSISTENT = 2  # AMQP delivery mode: written to disk by the broker
 
@@ -56,34 +61,106 @@ def tls_context(
     return context
 
 
+class FailoverConnection(aio_pika.RobustConnection):
+    """A robust connection over several broker addresses (the nodes of a cluster).
+
+    aio-pika's robust connection reconnects to the one URL it was given. This one takes
+    the next address for every connection attempt after the first: when the node it was
+    connected to dies, the next attempt goes to another node, and the channels, queues,
+    bindings and consumers are restored there (quorum queues live on every node).
+
+    The hook: aio-pika clears ``transport`` at the start of each connection attempt
+    (``RobustConnection.__connect_transport``) and ``Connection.connect`` then reads
+    ``url``; so clearing the transport is where the address advances. Pinned to
+    aio-pika 9/10 by tests/infra/test_failover.py.
+    """
+
+    def __init__(self, urls: Sequence[str], **kwargs: Any) -> None:
+        self._failover_transport: Any = None
+        super().__init__(URL(urls[0]), **kwargs)  # clears transport before the list is set
+        self._failover_urls = [URL(u) for u in urls]
+        self._failover_next = 0
+
+    @property
+    def transport(self) -> Any:
+        return self._failover_transport
+
+    @transport.setter
+    def transport(self, value: Any) -> None:
+        urls = getattr(self, "_failover_urls", None)
+        if value is None and urls and not self._close_called:
+            # a connection attempt starts (not a close): take the next address
+            self.url = urls[self._failover_next % len(urls)]
+            if self._failover_next:
+                log.info("broker_failover", address=f"{self.url.host}:{self.url.port}")
+            self._failover_next += 1
+        self._failover_transport = value
+
+
 async def connect(
-    url: str, connect_timeout: float, *, ssl_context: ssl.SSLContext | None = None
+    url: str | Sequence[str],
+    connect_timeout: float,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+    reconnect_interval_s: float = 5.0,
 ) -> AbstractRobustConnection:
     """A robust connection: it reconnects and restores what it declared by itself.
 
-    An ``amqps://`` URL is TLS; pass ``ssl_context`` (``tls_context``) to verify the
+    ``url`` may be several addresses (a cluster): the first that answers is used, and a
+    lost connection is taken up again on the next one (``FailoverConnection``). An
+    ``amqps://`` URL is TLS; pass ``ssl_context`` (``tls_context``) to verify the
     broker against a private CA."""
-    extra: dict[str, Any] = {}
-    if url.startswith("amqps://"):
+    urls = [url] if isinstance(url, str) else list(url)
+    last: BrokerUnavailable | None = None
+    for start in range(len(urls)):
+        order = urls[start:] + urls[:start]
+        try:
+            return await _connect(order, connect_timeout, ssl_context, reconnect_interval_s)
+        except BrokerUnavailable as exc:
+            last = exc
+    assert last is not None
+    raise last
+
+
+async def _connect(
+    urls: list[str],
+    connect_timeout: float,
+    ssl_context: ssl.SSLContext | None,
+    reconnect_interval_s: float,
+) -> AbstractRobustConnection:
+    extra: dict[str, Any] = {"reconnect_interval": reconnect_interval_s}
+    if urls[0].startswith("amqps://"):
         extra["ssl_context"] = ssl_context or tls_context(None)
+    connection = FailoverConnection(urls, **extra)
     try:
-        connection: AbstractRobustConnection = await aio_pika.connect_robust(
-            url, timeout=connect_timeout, **extra
-        )
+        await connection.connect(timeout=connect_timeout)
         return connection
     except BROKER_ERRORS as exc:
+        await _abandon(connection)
         raise BrokerUnavailable(f"cannot connect to the broker: {type(exc).__name__}") from exc
     except ssl.SSLError as exc:
+        await _abandon(connection)
         raise BrokerUnavailable(f"TLS to the broker failed: {type(exc).__name__}") from exc
 
 
+async def _abandon(connection: FailoverConnection) -> None:
+    """Close a connection that never connected, so it does not keep trying."""
+    with contextlib.suppress(*BROKER_ERRORS):
+        await asyncio.wait_for(connection.close(), timeout=5)
+
+
 async def connect_with(settings: Settings) -> AbstractRobustConnection:
-    """``connect`` with the settings' URL, timeout and TLS files."""
+    """``connect`` with the settings' addresses, timeout, reconnect interval and TLS files."""
     s = settings
     context = None
     if s.amqp_ca_file or s.amqp_cert_file:
         context = tls_context(s.amqp_ca_file, s.amqp_cert_file, s.amqp_key_file)
-    return await connect(s.amqp_url.get_secret_value(), s.connect_timeout_s, ssl_context=context)
+    return await connect(
+        s.broker_urls,
+        s.connect_timeout_s,
+        ssl_context=context,
+        reconnect_interval_s=s.reconnect_interval_s,
+    )
 
 
 async def open_channel(

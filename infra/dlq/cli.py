@@ -205,11 +205,15 @@ def _print_table(ctx: Context, depths: list[dict[str, Any]], rows: list[dict[str
     if not rows:
         ctx.print("\nno dead letter matched")
         return
-    ctx.print(f"\n{'ID':<36} {'QUEUE':<12} {'TYPE':<22} {'TENANT':<12} {'ERROR':<20} ATT REP AGE")
+    ctx.print(
+        f"\n{'ID':<36} {'QUEUE':<12} {'TYPE':<22} {'TENANT':<12} {'ERROR':<20} ATT REP AGE"
+        "   AMQP MESSAGE ID"
+    )
     for r in rows:
         ctx.print(
             f"{r['id']:<36} {r['queue']:<12} {r['type'] or '-':<22} {r['tenant'] or '-':<12} "
-            f"{r['error_type']:<20} {r['attempts']:>3} {r['replays']:>3} {_age(r['age_s'])}"
+            f"{r['error_type']:<20} {r['attempts']:>3} {r['replays']:>3} {_age(r['age_s']):>5} "
+            f"{r['amqp_message_id'] or '-'}"
         )
     ctx.print(f"\n{len(rows)} message(s) matched")
 

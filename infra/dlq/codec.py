@@ -95,6 +95,9 @@ class DeadLetter:
     replays: int
     source: Source
     raw_headers: dict[str, Any] = field(repr=False, default_factory=dict)
+    #: The AMQP ``message_id`` property, shown beside ``id`` (aiormq fills it with a
+    #: random id when a publisher leaves it unset, so it is not the envelope's).
+    amqp_message_id: str | None = None
 
     @property
     def audit_tenant(self) -> str:
@@ -110,6 +113,7 @@ class DeadLetter:
         return {
             "queue": self.worker,
             "id": self.id,
+            "amqp_message_id": self.amqp_message_id,
             "type": redact_text(self.type) if self.type else None,
             "tenant": redact_text(self.tenant) if self.tenant else None,
             "error_type": self.error_type,
@@ -125,17 +129,25 @@ class DeadLetter:
 def parse(
     worker: str, body: bytes, headers: Mapping[str, Any], properties: Mapping[str, Any]
 ) -> DeadLetter:
-    """Read a dead letter as delivered (headers normalised, see the module docstring)."""
+    """Read a dead letter as delivered (headers normalised, see the module docstring).
+
+    Its ``id`` is the envelope's ``message_id`` wherever the body gives one (the id
+    upstream knows, and the one the inbox, history and audit rows carry); else the AMQP
+    property; else a hash of the body."""
     raw = dict(headers)
     norm = normalise(worker, raw)
     envelope = _peek(body)
-    message_id = properties.get("message_id") or _text(envelope.get("message_id"))
+    amqp_id = _text(properties.get("message_id"))
+    envelope_id = _text(envelope.get("message_id"))
+    if envelope_id is not None and not _ID.match(envelope_id):
+        envelope_id = None
     return DeadLetter(
         worker=worker,
         body=body,
         headers=norm,
         properties={k: v for k, v in properties.items() if v is not None},
-        id=message_id or body_id(body),
+        amqp_message_id=amqp_id,
+        id=envelope_id or amqp_id or body_id(body),
         type=_text(envelope.get("type")),
         tenant=_text(envelope.get("tenant_id")),
         subject_ref=_subject(envelope),
@@ -196,14 +208,48 @@ def body_id(body: bytes) -> str:
     return "body-" + hashlib.sha256(body).hexdigest()[:16]
 
 
+#: What an envelope's message_id may look like to be used as a dead letter's id.
+_ID = re.compile(r"^[A-Za-z0-9._:-]{1,80}$")
+#: Deeper JSON than this is not an envelope: read as text (masked), never walked
+#: recursively (a RecursionError would make the whole queue unmanageable).
+MAX_DEPTH = 64
+
+
+def loads(body: bytes) -> Any:
+    """JSON, or ``ValueError`` (not JSON, not UTF-8, or nested deeper than ``MAX_DEPTH``)."""
+    try:
+        value = json.loads(body)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise ValueError(f"not readable JSON ({type(exc).__name__})") from None
+    if depth(value) > MAX_DEPTH:
+        raise ValueError(f"JSON nested deeper than {MAX_DEPTH}")
+    return value
+
+
+def depth(value: Any) -> int:
+    """How deep containers nest in a parsed JSON value, without recursion."""
+    deepest = 0
+    stack = [(value, 0)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        if isinstance(item, list):
+            deepest = max(deepest, level + 1)
+            if deepest > MAX_DEPTH:
+                return deepest
+            stack.extend((child, level + 1) for child in item)
+    return deepest
+
+
 _ENVELOPE_FIELD = re.compile(r'"(message_id|type|tenant_id)"\s*:\s*"([A-Za-z0-9._:-]{1,80})"')
 
 
 def _peek(body: bytes) -> dict[str, Any]:
     """The envelope's fields; from a body that is not JSON (truncated, say), best effort."""
     try:
-        value = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+        value = loads(body)
+    except ValueError:
         text = body[:4096].decode("utf-8", "replace")
         found: dict[str, Any] = {}
         for match in _ENVELOPE_FIELD.finditer(text):
@@ -274,7 +320,7 @@ class Selection:
 
     def matches(self, letter: DeadLetter) -> bool:
         checks = (
-            not self.ids or letter.id in self.ids,
+            not self.ids or letter.id in self.ids or letter.amqp_message_id in self.ids,
             self.type is None or fnmatch.fnmatchcase(letter.type or "", self.type),
             self.error is None or _error_matches(self.error, letter),
             self.tenant is None or letter.tenant == self.tenant,
@@ -313,8 +359,8 @@ def mask_value(value: Any, key: str | None = None, inside: bool = False) -> Any:
 def mask_body(body: bytes) -> Any:
     """A body for display: parsed JSON masked by ``mask_value``, else masked text."""
     try:
-        return mask_value(json.loads(body))
-    except (ValueError, UnicodeDecodeError):
+        return mask_value(loads(body))
+    except ValueError:
         return mask_text(body.decode("utf-8", "replace"))
 
 
@@ -335,8 +381,8 @@ def mask_headers(headers: Mapping[str, Any]) -> Any:
 
 def reveal_body(body: bytes) -> Any:
     try:
-        return json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+        return loads(body)
+    except ValueError:
         return body.decode("utf-8", "replace")
 
 
@@ -406,7 +452,7 @@ def from_record(line: str, number: int) -> Record:
             headers=dict(from_jsonable(data.get("headers") or {})),
             properties=dict(from_jsonable(data.get("properties") or {})),
         )
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:
         raise ValueError(
             f"line {number}: not an exported dead letter ({type(exc).__name__})"
         ) from None

@@ -12,7 +12,10 @@ One ``Consumer`` per worker. Deliveries are gathered into micro-batches (up to
    inbox absorbs: effects happen once, nothing is lost.
 
 If the batch's transaction fails, its messages are applied one at a time so a
-single bad message cannot hold the others back.
+single bad message cannot hold the others back. A crash outside the handlers
+(decoding, settling) does the same: the batch is applied again one delivery at a
+time and only the delivery that crashes alone is requeued, so the queue's delivery
+limit dead-letters the poison message and never a good one beside it.
 
 A worker with ``transactional = False`` (one that acts on the outside world,
 such as sending mail) has its handlers run *between* two short transactions
@@ -184,18 +187,39 @@ class Consumer:
                 continue
             try:
                 await self.process(batch)
-            except Exception as exc:  # noqa: BLE001 - keep consuming; the broker redelivers
-                log.error(
-                    "batch_crashed",
-                    worker=self.worker.name,
-                    error_type=type(exc).__name__,
-                    error=describe_error(exc),
-                )
-                for raw in batch:
+            except Exception as exc:  # noqa: BLE001 - keep consuming; see _isolate
+                self._crashed(exc, len(batch))
+                await self._isolate(batch)
+
+    async def _isolate(self, batch: Sequence[AbstractIncomingMessage]) -> None:
+        """After a crash outside the handlers, apply the batch again one delivery at a time:
+        only a delivery that crashes on its own is requeued, so the broker's delivery limit
+        (``x-delivery-limit``, counted per requeue) dead-letters the poison message and never
+        a good one beside it. Acks are single here: a requeue that failed must not be
+        acknowledged by a later ``multiple`` ack."""
+        crashed = len(batch) == 1
+        if crashed:
+            await self._requeue(batch[0])
+        else:
+            for raw in batch:
+                try:
+                    await self.process([raw], multiple=False)
+                except Exception as exc:  # noqa: BLE001 - the poison message: requeue it alone
+                    self._crashed(exc, 1)
                     await self._requeue(raw)
-                # Do not spin: the broker's delivery limit dead-letters a message that
-                # keeps crashing the loop (x-delivery-limit, counted per requeue).
-                await asyncio.sleep(1.0)
+                    crashed = True
+        if crashed:
+            # Do not spin on a message that keeps crashing the loop.
+            await asyncio.sleep(1.0)
+
+    def _crashed(self, exc: Exception, size: int) -> None:
+        log.error(
+            "batch_crashed",
+            worker=self.worker.name,
+            size=size,
+            error_type=type(exc).__name__,
+            error=describe_error(exc),
+        )
 
     async def _next_batch(self) -> list[AbstractIncomingMessage]:
         while not self._buffer and not self._stopping:
@@ -216,8 +240,10 @@ class Consumer:
         count = min(len(self._buffer), self.settings.batch_max)
         return [self._buffer.popleft() for _ in range(count)]
 
-    async def process(self, raws: Sequence[AbstractIncomingMessage]) -> None:
-        """Apply one batch and settle every delivery in it."""
+    async def process(
+        self, raws: Sequence[AbstractIncomingMessage], *, multiple: bool = True
+    ) -> None:
+        """Apply one batch and settle every delivery in it (``multiple``: see ``_ack``)."""
         live = [raw for raw in raws if _channel_open(raw)]
         if len(live) < len(raws):
             # Delivered on a channel lost since (broker restart): the broker redelivers
@@ -228,7 +254,7 @@ class Consumer:
         self.metrics.batch(len(live))
         deliveries = [self._decode(raw) for raw in live]
         await self._apply([d for d in deliveries if d.error is None])
-        await self._settle(deliveries)
+        await self._settle(deliveries, multiple)
         if self.observer is not None:
             self.observer.settled(self.worker.name, live)
 
@@ -429,7 +455,7 @@ class Consumer:
 
     # -- settle --------------------------------------------------------------------------
 
-    async def _settle(self, deliveries: list[Delivery]) -> None:
+    async def _settle(self, deliveries: list[Delivery], multiple: bool = True) -> None:
         """Route failures with confirms, then acknowledge; a routing failure leaves it unacked."""
         done: list[AbstractIncomingMessage] = []
         requeued = False
@@ -446,7 +472,7 @@ class Consumer:
                     requeued = True
                     continue
             done.append(d.raw)
-        await self._ack(done, multiple=not requeued)
+        await self._ack(done, multiple=multiple and not requeued)
 
     async def _route_failure(self, d: Delivery, error: PrivacyOpsError) -> None:
         failures = d.attempt

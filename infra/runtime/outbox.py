@@ -199,6 +199,9 @@ class OutboxRelay:
         self._backoff = wait_exponential(multiplier=0.1, min=0.1, max=max_backoff_s)
         #: Rows in hand, by key, in arrival order; a row leaves only after it is marked.
         self._pending: dict[str, Any] = {}
+        #: Published and confirmed but not yet marked in the table (the store was away):
+        #: marked on the next attempt, never published again by this process.
+        self._confirmed: dict[str, Outgoing] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.published = 0
@@ -301,14 +304,19 @@ class OutboxRelay:
                 ready.append(self._outbox.outgoing(row))
             except Invalid:
                 invalid.append(row)
+        todo = [o for o in ready if o.key not in self._confirmed]
         results = await self._publisher.publish_many(
             self._outbox.exchange,
             [
                 Publication(o.routing_key, o.body, o.message_id, o.correlation_id, o.headers)
-                for o in ready
+                for o in todo
             ],
         )
-        sent = [o for o, r in zip(ready, results, strict=True) if r is None]
+        for o, result in zip(todo, results, strict=True):
+            if result is None:
+                self._confirmed[o.key] = o
+                self.published += 1
+        sent = [o for o in ready if o.key in self._confirmed]
         if sent or invalid:
             now = datetime.now(UTC)
             async with self._store.transaction() as tx:
@@ -316,7 +324,7 @@ class OutboxRelay:
                 self._outbox.mark_invalid(tx, invalid, now)
             for key in [o.key for o in sent] + [self._key(row) for row in invalid]:
                 self._pending.pop(key, None)
-            self.published += len(sent)
+                self._confirmed.pop(key, None)
         for result in results:
             if result is not None:
                 raise result

@@ -14,7 +14,7 @@ import contextlib
 import signal
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractQueue
@@ -30,6 +30,7 @@ from infra.runtime.auth import Authenticator
 from infra.runtime.consumer import Consumer, Observer
 from infra.runtime.outbox import Outboxes
 from infra.runtime.session import Session, closing, session
+from infra.runtime.tables import prune
 from infra.runtime.worker import Resources, Worker
 from infra.store import Store
 from infra.store.migrations import Schema
@@ -154,6 +155,7 @@ class Service:
                 self._tickers.append(
                     asyncio.create_task(self._tick(worker), name=f"tick:{worker.name}")
                 )
+        self._tickers.append(asyncio.create_task(self._prune(), name="prune"))
         log.info(
             "service_started",
             workers=[w.name for w in self.workers],
@@ -174,6 +176,21 @@ class Service:
                     error=describe_error(exc),
                 )
             await asyncio.sleep(self.settings.sweep_interval_s)
+
+    async def _prune(self) -> None:
+        """Delete inbox rows and published events older than the retention, every
+        ``prune_interval_s`` (README "Delivery guarantees"); a failure is logged and retried."""
+        s = self.settings
+        while True:
+            before = (datetime.now(UTC) - timedelta(days=s.inbox_retention_days)).isoformat()
+            try:
+                async with self.store.transaction() as tx:
+                    inbox, events = await prune(tx, before)
+                if inbox or events:
+                    log.info("store_pruned", inbox=inbox, events=events, before=before)
+            except PrivacyOpsError as exc:
+                log.warning("prune_failed", error_type=exc.code, error=describe_error(exc))
+            await asyncio.sleep(s.prune_interval_s)
 
     async def stop(self) -> None:
         """Stop sweeps and consumers (draining), then close everything in reverse order.

@@ -98,6 +98,15 @@ RUNTIME = Schema(
                 " ON audit_log (tenant_id, correlation_id);"
             ),
         ),
+        Migration(
+            5,
+            "inbox and published events pruned after their retention: indexes by age",
+            portable(
+                "CREATE INDEX IF NOT EXISTS inbox_processed ON inbox (processed_at);\n"
+                "CREATE INDEX IF NOT EXISTS event_outbox_published ON event_outbox"
+                " (published_at) WHERE published_at IS NOT NULL;"
+            ),
+        ),
     ),
 )
 
@@ -118,6 +127,10 @@ EVENTS_WAITING = (
     "SELECT message_id, tenant_id, routing_key, body FROM event_outbox"
     " WHERE published_at IS NULL ORDER BY created_at LIMIT ?"
 )
+#: Retention (``inbox_retention_days``): an inbox row only has to outlive every
+#: redelivery of its message; a published event row is history once confirmed.
+INBOX_PRUNE = "DELETE FROM inbox WHERE processed_at < ?"
+EVENTS_PRUNE = "DELETE FROM event_outbox WHERE published_at IS NOT NULL AND published_at < ?"
 EVENT_PUBLISHED = "UPDATE event_outbox SET published_at = ? WHERE tenant_id = ? AND message_id = ?"
 NOTICE_INSERT = (
     "INSERT INTO notification_outbox (notice_id, tenant_id, subject_ref, kind, channel,"
@@ -187,3 +200,11 @@ def set_notice_status(tx: Transaction, tenant_id: str, notice_id: str, status: s
 async def notice_queued(tx: Transaction, tenant_id: str, notice_id: str) -> bool:
     """Whether the notice is in this tenant's notification outbox."""
     return await tx.fetchone(NOTICE_KNOWN, (tenant_id, notice_id)) is not None
+
+
+async def prune(tx: Transaction, before: str) -> tuple[int, int]:
+    """Delete inbox rows processed and event rows published before ``before`` (ISO time);
+    the numbers of rows deleted (inbox, events)."""
+    inbox = await tx.execute(INBOX_PRUNE, (before,))
+    events = await tx.execute(EVENTS_PRUNE, (before,))
+    return inbox, events

@@ -55,8 +55,9 @@ def runtime_headers(**extra: object) -> dict[str, object]:
 def test_runtime_dead_letter_is_read_from_our_headers() -> None:
     message = consent_changed("debtor-1", tenant_id="acme")
     letter = parse("consent", encode(message), runtime_headers(), {"message_id": "m-1"})
-    assert (letter.id, letter.type, letter.tenant, letter.subject_ref) == (
-        "m-1",
+    # the envelope's id (upstream's), the AMQP property beside it (issue 14)
+    assert (letter.id, letter.amqp_message_id) == (str(message.message_id), "m-1")
+    assert (letter.type, letter.tenant, letter.subject_ref) == (
         "consent.changed",
         "acme",
         "debtor-1",
@@ -173,3 +174,13 @@ def test_replay_resets_attempts_and_keeps_history() -> None:
     assert Target.parse("worker:other").route(names, letter) == ("ns.internal", "other")
     with pytest.raises(ValueError, match="--to"):
         Target.parse("queue:x")
+
+
+def test_deep_json_is_read_as_text_never_walked() -> None:
+    deep = b'{"message_id": "m-deep", "payload": ' + b"[" * 900 + b"]" * 900 + b"}"
+    for body in (deep, b"[" * 50_000 + b"]" * 50_000):
+        letter = parse("consent", body, {}, {"message_id": "amqp-1"})
+        assert letter.id in ("m-deep", "amqp-1")
+        assert isinstance(mask_body(body), str)
+        json.dumps(to_record(letter))
+    assert parse("consent", deep, {}, {}).id == "m-deep"  # best effort from the text
