@@ -5,7 +5,7 @@ and two hashes (SHA-256, lower-case hex):
 
 * ``digest = SHA-256(canonical(content))``, where ``content`` is the row's fields
   (``FIELDS``) plus ``format`` and ``seq``, and ``canonical`` is JSON with sorted
-  keys, no spaces, UTF-8 (``canonical``);
+  keys, no spaces, UTF-8;
 * ``row_hash = SHA-256(prev_hash + digest)`` (the two hex strings, ASCII), where
   ``prev_hash`` is the previous row's ``row_hash`` (``GENESIS`` for ``seq`` 1).
 
@@ -27,38 +27,23 @@ serialises writers.
 Why: POPIA s19(1) (safeguard the integrity of the information against unlawful
 alteration), GDPR art 5(1)(f) and 5(2) (integrity; accountability).
 
-Only the standard library here: the store imports this module while it is itself
-being imported (``infra/store/__init__.py``).
+The hashing itself is ``infra/audit/proof.py`` (what a third party runs). Nothing
+from ``infra`` is imported at run time here but that: the store imports this module
+while it is itself being imported (``infra/store/__init__.py``).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from infra.audit.proof import FIELDS, GENESIS, digest_of, link
+
 if TYPE_CHECKING:
     from infra.store.base import Row, Transaction
 
-#: ``prev_hash`` of a tenant's first row.
-GENESIS = "0" * 64
-#: Part of every hashed content: a change of encoding is a new format, never a silent one.
-FORMAT = "privacyops-audit/1"
-#: The row's own fields, in ``AUDIT_INSERT`` order.
-FIELDS = (
-    "tenant_id",
-    "recorded_at",
-    "actor",
-    "action",
-    "subject_ref",
-    "message_id",
-    "correlation_id",
-    "attempt",
-    "details",
-)
 _COLUMNS = ", ".join(FIELDS)
 _MARKS = ", ".join("?" for _ in FIELDS)
 #: What effects stage (``Effects.audit``); the chain hook links these rows at flush.
@@ -72,15 +57,6 @@ HEAD_LOCK = (
     " ON CONFLICT (tenant_id) DO UPDATE SET seq = audit_chain_head.seq RETURNING seq, row_hash"
 )
 HEAD_MOVE = "UPDATE audit_chain_head SET seq = ?, row_hash = ?, updated_at = ? WHERE tenant_id = ?"
-
-
-def canonical(value: Any) -> bytes:
-    """JSON with sorted keys, no insignificant spaces, UTF-8: one byte string per value."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -104,20 +80,15 @@ class Entry:
         values = dict(zip(FIELDS, params, strict=True))
         return cls(seq=seq, **values)
 
-    def content(self) -> dict[str, Any]:
-        """What the digest covers (``details`` as the stored JSON text, byte for byte)."""
-        return {"format": FORMAT, "seq": self.seq, **{f: getattr(self, f) for f in FIELDS}}
+    def fields(self) -> dict[str, Any]:
+        """The hashed fields (``details`` as the stored JSON text, byte for byte)."""
+        return {f: getattr(self, f) for f in FIELDS}
 
     def digest(self) -> str:
-        return sha256(canonical(self.content()))
+        return digest_of(self.fields(), self.seq)
 
     def params(self) -> tuple[Any, ...]:
         return tuple(getattr(self, f) for f in FIELDS)
-
-
-def link(prev_hash: str, digest: str) -> str:
-    """A row's ``row_hash``: the previous row's hash and this row's digest, chained."""
-    return sha256((prev_hash + digest).encode("ascii"))
 
 
 class AuditChain:

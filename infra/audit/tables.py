@@ -14,7 +14,7 @@ tables have one owner. Every query names the tenant.
 
 from __future__ import annotations
 
-from infra.audit.chain import GENESIS
+from infra.audit.proof import GENESIS
 from infra.store.migrations import Migration, Schema, portable
 
 CHAIN = f"""

@@ -12,7 +12,6 @@ transaction writes (none here does: no ``INSERT ... SELECT``, no triggers).
 from __future__ import annotations
 
 import re
-
 from collections.abc import Sequence
 
 from infra.store.base import Row, Transaction, WriteHook
