@@ -65,6 +65,7 @@ ROWS_BY_SEQ = (
     " attempt, details, seq, prev_hash, row_hash FROM audit_log WHERE tenant_id = ?"
     " AND seq >= ? AND seq <= ? ORDER BY seq"
 )
+SEQ_AT = "SELECT id FROM audit_log WHERE tenant_id = ? AND seq = ? ORDER BY id LIMIT 1"
 CHECKPOINTS = (
     "SELECT seq, row_hash, made_at, key_id, signature FROM audit_checkpoints"
     " WHERE tenant_id = ? ORDER BY seq"

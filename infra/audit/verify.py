@@ -32,7 +32,7 @@ from typing import Any
 from infra.audit.chain import Entry
 from infra.audit.checkpoints import stored, tenants
 from infra.audit.proof import GENESIS, Checkpoint, link
-from infra.audit.tables import HEAD, ROWS_AFTER
+from infra.audit.tables import HEAD, ROWS_AFTER, SEQ_AT
 from infra.store import Row, Store
 
 PAGE = 2_000
@@ -98,6 +98,7 @@ async def verify_tenant(store: Store, tenant_id: str, keys: Mapping[str, bytes])
         for row in rows:
             report.broken = _check_row(walk, row, report)
             if report.broken is not None:
+                report.broken = await _moved(store, tenant_id, walk.expected, report.broken)
                 return report
         if len(rows) < PAGE:
             break
@@ -105,6 +106,21 @@ async def verify_tenant(store: Store, tenant_id: str, keys: Mapping[str, bytes])
     if report.broken is None:
         report.broken = _check_end(walk, report.head_seq, str(head_hash))
     return report
+
+
+async def _moved(store: Store, tenant_id: str, expected: int, found: Break) -> Break:
+    """A "missing" row that is in fact stored elsewhere: rows were moved, not deleted."""
+    if found.problem != "missing":
+        return found
+    async with store.transaction() as tx:
+        elsewhere = await tx.fetchone(SEQ_AT, (tenant_id, expected))
+    if elsewhere is None:
+        return found
+    detail = (
+        f"seq {found.seq} where {expected} was expected; seq {expected} is stored at row id"
+        f" {elsewhere[0]}: rows were moved"
+    )
+    return Break("out_of_order", detail, found.id, found.seq, found.recorded_at)
 
 
 def _check_checkpoints(
