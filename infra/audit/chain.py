@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from infra.audit.proof import FIELDS, GENESIS, digest_of, link
+from infra.audit.proof import FIELDS, GENESIS, digest_of_values, link
 
 if TYPE_CHECKING:
     from infra.store.base import Row, Transaction
@@ -85,7 +85,7 @@ class Entry:
         return {f: getattr(self, f) for f in FIELDS}
 
     def digest(self) -> str:
-        return digest_of(self.fields(), self.seq)
+        return digest_of_values(self.params(), self.seq)
 
     def params(self) -> tuple[Any, ...]:
         return tuple(getattr(self, f) for f in FIELDS)
@@ -114,9 +114,8 @@ class AuditChain:
             seq, prev = int(head[0]), str(head[1])
             for params in by_tenant[tenant]:
                 seq += 1
-                entry = Entry.staged(params, seq)
-                row_hash = link(prev, entry.digest())
-                inserts.append((*entry.params(), seq, prev, row_hash))
+                row_hash = link(prev, digest_of_values(params, seq))
+                inserts.append((*params, seq, prev, row_hash))
                 prev = row_hash
             heads.append((seq, prev, now, tenant))
         return [(CHAINED_INSERT, inserts), (HEAD_MOVE, heads)]
