@@ -19,7 +19,13 @@ from infra.store import Store
 from messages.audit import AuditCheckpoint
 from messages.registry import decode
 from tests.infra.audit.support import append
-from tests.support.helpers import ServiceFactory, drain_queue, migrated_store, run_cli
+from tests.support.helpers import (
+    ServiceFactory,
+    drain_queue,
+    migrated_store,
+    run_cli,
+    wait_until,
+)
 
 PROOF = Path(proof.__file__)
 
@@ -141,8 +147,15 @@ async def test_the_export_command_publishes_its_checkpoint_and_the_bundle_verifi
     assert "verified" in checked.stdout
 
     url = settings.amqp_url.get_secret_value()
-    published = [decode(m.body) for m in await drain_queue(url, service.names.unrouted)]
-    [event] = [e for e in published if isinstance(e, AuditCheckpoint)]
+    published: list[AuditCheckpoint] = []
+
+    async def arrived() -> bool:  # the command's relay, else the service's, publishes it
+        taken = [decode(m.body) for m in await drain_queue(url, service.names.unrouted)]
+        published.extend(e for e in taken if isinstance(e, AuditCheckpoint))
+        return bool(published)
+
+    await wait_until(arrived)
+    [event] = published
     p = event.payload
     signed = proof.Checkpoint("beta", p.seq, p.row_hash, p.made_at, p.key_id, p.signature)
     assert signed.valid({p.key_id: bytes.fromhex(key)})
