@@ -201,9 +201,14 @@ def _check_segment(
         return ["the checkpoint is another tenant's"]
     problems = [] if checkpoint.valid(keys) else ["checkpoint signature does not verify"]
     full = {int(row["seq"]): row for row in rows}
+    first = int(segment["first_seq"])
+    if len(full) != len(rows) or len(rows) != manifest["rows"]:
+        problems.append("rows.jsonl repeats a row or does not hold the rows the manifest counts")
+    if any(not first <= seq <= checkpoint.seq for seq in full):
+        problems.append("a row lies outside the segment the checkpoint covers")
     others = {int(seq): str(d) for seq, d in segment["digests"].items()}
     prev = str(segment["prev_hash"])
-    for seq in range(int(segment["first_seq"]), checkpoint.seq + 1):
+    for seq in range(first, checkpoint.seq + 1):
         row = full.get(seq)
         if row is not None:
             if row["tenant_id"] != checkpoint.tenant_id:
