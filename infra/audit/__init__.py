@@ -9,6 +9,8 @@
 * ``bundle``: the export bundle for a third party and its offline verification;
 * ``cli``: ``privacyops audit verify|checkpoint|export|verify-bundle|prune|public-key``.
 
+The rules, with their tests: docs/rules.md "Audit trail".
+
 Why: POPIA s19(1) (integrity of personal information: reasonable technical measures
 against unlawful alteration) and s17 (documentation of processing); GDPR art 5(2)
 (accountability) and art 30. Audit rows hold opaque references and keyed digests only,
