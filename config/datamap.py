@@ -23,7 +23,15 @@ _IDENT = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 #: privacyops' own tables: never personal-data tables a right may read, correct or erase
 #: (an erasure could otherwise delete the inbox or the audit log).
 RESERVED_TABLES = frozenset(
-    {"inbox", "audit_log", "event_outbox", "notification_outbox", "schema_migrations"}
+    {
+        "inbox",
+        "audit_log",
+        "audit_chain_head",
+        "audit_checkpoints",
+        "event_outbox",
+        "notification_outbox",
+        "schema_migrations",
+    }
 )
 
 
@@ -165,6 +173,10 @@ class Hold(_Model):
 class Retention(_Model):
     accountable_institutions: list[str] = Field(default_factory=list)
     opt_out_years: int = 3
+    #: Audit rows older than this are pruned, whole segments behind a signed checkpoint
+    #: (``privacyops audit prune``): the proof of what was done outlives the longest
+    #: record-keeping duty it evidences (FICA s23, Tax Administration Act s29: 5 years).
+    audit_years: int = Field(5, ge=1, le=100)
     holds: list[Hold]
 
 

@@ -160,6 +160,19 @@ class Settings(BaseSettings):
         None, description="Fernet keys sealing notice secrets in the outbox; else file."
     )
     notice_key_file: Path | None = Field(None, description="Default <key_dir>/notice.key.")
+    audit_key: SecretStr | None = Field(
+        None,
+        description="Ed25519 seeds (32 bytes, url-safe base64) signing audit checkpoints and "
+        "bundles, newest first, comma-separated; else audit_key_file.",
+    )
+    audit_key_file: Path | None = Field(None, description="Default <key_dir>/audit.key.")
+    audit_checkpoint_interval_s: float = Field(
+        3_600.0,
+        gt=0,
+        le=7 * 86_400,
+        description="Seconds between signed checkpoints of every tenant's audit chain "
+        "(made by each service's audit worker, checked every sweep_interval_s).",
+    )
     package_ttl_hours: float = Field(168.0, gt=0, le=24 * 90)
     restriction_lift_notice_hours: float = Field(
         72.0, ge=0, le=24 * 60, description="Notice given before a restriction is lifted (s14(8))."

@@ -5,6 +5,7 @@
 | export | ``export_key`` / ``export.key`` | Fernet: access and portability packages |
 | digest | ``digest_key`` / ``digest.key`` | HMAC-SHA256: suppression entries, audit value digests |
 | notice | ``notice_key`` / ``notice.key`` | Fernet: sealed notice context in the outbox |
+| audit  | ``audit_key`` / ``audit.key`` | Ed25519: audit checkpoints and export bundles |
 | store  | ``db_key`` / ``store.key`` | SQLCipher: the whole store |
 
 The keys are configured apart (not derived from one secret), so a leak of one
@@ -32,6 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from pydantic import SecretStr
 
 from config.keyring import Keyring, load_keyring
@@ -106,6 +109,45 @@ class Digester:
         return [hmac.new(k, value.encode(), hashlib.sha256).hexdigest() for k in self._keys]
 
 
+class AuditSigner:
+    """Ed25519 signatures on audit checkpoints and bundles (issue 16).
+
+    The first key signs; every key's public half verifies (rotation: a new seed on the
+    first line, the old ones kept while their checkpoints matter). Asymmetric so that
+    a third party checks a bundle with the public key alone (``privacyops audit
+    public-key``), and cannot make one.
+    """
+
+    def __init__(self, seeds: list[bytes]) -> None:
+        self._keys = [Ed25519PrivateKey.from_private_bytes(seed) for seed in seeds]
+        self.public_keys: dict[str, bytes] = {}
+        for key in self._keys:
+            public = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+            self.public_keys[hashlib.sha256(public).hexdigest()[:16]] = public
+        self.key_id = next(iter(self.public_keys))
+
+    @property
+    def public_key(self) -> bytes:
+        """The signing key's public half (raw, 32 bytes)."""
+        return self.public_keys[self.key_id]
+
+    def sign(self, payload: bytes) -> str:
+        return self._keys[0].sign(payload).hex()
+
+
+def _seeds(lines: list[bytes]) -> list[bytes]:
+    seeds = []
+    for line in lines:
+        try:
+            seed = base64.urlsafe_b64decode(line)
+        except ValueError:
+            seed = b""
+        if len(seed) != 32:
+            raise ValueError("an audit key must be 32 bytes, url-safe base64")
+        seeds.append(seed)
+    return seeds
+
+
 @dataclass(frozen=True)
 class Keys:
     """Every key of one process, loaded once from the settings."""
@@ -113,6 +155,7 @@ class Keys:
     export: Sealer
     digest: Digester
     notice: Sealer
+    audit: AuditSigner
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Keys:
@@ -120,10 +163,12 @@ class Keys:
         export = _lines(s.export_key, s.key_path(s.export_key_file, "export.key"), _new_fernet())
         digest = _lines(s.digest_key, s.key_path(s.digest_key_file, "digest.key"), _new_raw())
         notice = _lines(s.notice_key, s.key_path(s.notice_key_file, "notice.key"), _new_fernet())
+        audit = _lines(s.audit_key, s.key_path(s.audit_key_file, "audit.key"), _new_raw())
         return cls(
             export=Sealer(_fernet(export, "export")),
             digest=Digester(digest),
             notice=Sealer(_fernet(notice, "notice")),
+            audit=AuditSigner(_seeds(audit)),
         )
 
 

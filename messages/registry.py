@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal, Union, cast, get_args
 
 from pydantic import Field, TypeAdapter, ValidationError
 
-from messages import admin, consent, dsr, notices, security
+from messages import admin, audit, consent, dsr, notices, security
 from messages.envelope import Envelope
 from messages.errors import InvalidMessage, UndecodableMessage, UnknownMessageType
 
@@ -24,7 +24,7 @@ Publisher = Literal["upstream", "privacyops", "internal"]
 
 #: The message families; each module lists its types in ``INBOUND`` and ``OUTBOUND``
 #: (and, optionally, ``INTERNAL``: published and consumed by privacyops itself).
-FAMILIES = (consent, dsr, notices, security, admin)
+FAMILIES = (consent, dsr, notices, security, admin, audit)
 
 
 def _types() -> dict[str, tuple[type[Envelope], Publisher]]:

@@ -27,6 +27,7 @@ from typing import Any
 from config.secrets import read_secret
 from config.settings import Settings
 from infra import rabbit, security_cli, topology
+from infra.audit import cli as audit_cli
 from infra.cli import EXIT_OK, EXIT_USAGE, App, SubParsers, parser
 from infra.cli import main as cli_main
 from infra.dlq import cli as dlq_cli
@@ -84,6 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         *registry.cli_registrars(),
         dlq_cli.register,
         security_cli.register,
+        audit_cli.register,
     )
     built = parser("privacy workers for a debt-collection platform", registrars)
     return cli_main(built, registry.app, argv)

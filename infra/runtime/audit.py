@@ -7,19 +7,29 @@ operator named in the event must be the AMQP ``user_id`` the broker stamped on
 it (the publishing connection's user): a mismatch is ``unauthorized`` and
 dead-lettered. ``report`` is how a command publishes the event; it is confirmed
 (publisher confirms, ``mandatory``) before the command acts: no event, no action.
+
+It also signs the audit chain's heads every ``audit_checkpoint_interval_s``
+(``infra/audit/checkpoints.py``, issue 16): each service checks on every sweep
+whether the interval has passed; two services checkpointing at once make one
+checkpoint per head (the head's row lock).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any, ClassVar
 from uuid import UUID, uuid4
 
+import structlog
+
+from infra.audit import checkpoints
+from infra.keys import AuditSigner
 from infra.rabbit import ConfirmedPublisher, url_user
 from infra.redaction import redact
 from infra.runtime.tables import AUDIT_REPORTED
-from infra.runtime.worker import Effects, Worker, handles
-from infra.store import Transaction
+from infra.runtime.worker import Effects, Resources, Sink, Worker, handles
+from infra.store import Store, Transaction
 from messages.admin import AdminAction, AdminActionPayload
 from messages.envelope import Envelope
 from messages.errors import Unauthorized
@@ -34,9 +44,33 @@ class AuditWorker(Worker):
     """Writes reported admin actions into ``audit_log`` (the runtime's table)."""
 
     name: ClassVar[str] = AUDIT
+    periodic: ClassVar[bool] = True
 
     def __init__(self) -> None:
         self._tx: Transaction | None = None
+        self._signer: AuditSigner | None = None
+        self._interval_s = 0.0
+        self._last: datetime | None = None
+
+    async def open(self, resources: Resources) -> None:
+        self._signer = resources.keys.audit if resources.keys else None
+        self._interval_s = resources.settings.audit_checkpoint_interval_s
+
+    async def tick(self, store: Store, sink: Sink, now: datetime) -> None:
+        """Checkpoint every tenant's chain head once the interval has passed."""
+        if self._signer is None:
+            return
+        if self._last is None:  # the first one an interval after start, not at every start
+            self._last = now
+            return
+        if (now - self._last).total_seconds() < self._interval_s:
+            return
+        self._last = now
+        made = await checkpoints.make(store, self._signer, sink, now=now)
+        if made:
+            structlog.get_logger("privacyops.audit").info(
+                "audit_checkpoints_made", tenants=len(made)
+            )
 
     @handles(AdminAction)
     async def admin_action(self, message: AdminAction, effects: Effects) -> None:

@@ -23,6 +23,7 @@ from aio_pika.abc import AbstractRobustConnection
 
 from config.settings import Settings
 from infra import rabbit
+from infra.audit.tables import AUDIT_CHAIN
 from infra.keys import Keys
 from infra.redaction import describe_error
 from infra.runtime.outbox import Outboxes
@@ -53,8 +54,9 @@ class Session:
 
 
 def all_schemas(schemas: Sequence[Schema]) -> list[Schema]:
-    """The runtime's schema first, then the given components', each once."""
-    return migrations.unique([RUNTIME, *schemas])
+    """The runtime's schema first, the audit chain's on its table, then the given
+    components', each once."""
+    return migrations.unique([RUNTIME, AUDIT_CHAIN, *schemas])
 
 
 @asynccontextmanager

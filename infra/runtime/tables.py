@@ -22,6 +22,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from infra.audit import chain
 from infra.store.base import Transaction
 from infra.store.migrations import Migration, Schema, portable
 
@@ -114,10 +115,8 @@ INBOX_SEEN = "SELECT message_id FROM inbox WHERE worker = ? AND tenant_id = ? AN
 INBOX_INSERT = (
     "INSERT INTO inbox (worker, tenant_id, message_id, type, processed_at) VALUES (?, ?, ?, ?, ?)"
 )
-AUDIT_INSERT = (
-    "INSERT INTO audit_log (tenant_id, recorded_at, actor, action, subject_ref, message_id,"
-    " correlation_id, attempt, details) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
+#: Staged by ``Effects.audit``; the store links each row into its tenant's chain.
+AUDIT_INSERT = chain.AUDIT_INSERT
 AUDIT_REPORTED = "SELECT 1 FROM audit_log WHERE tenant_id = ? AND correlation_id = ? LIMIT 1"
 EVENT_INSERT = (
     "INSERT INTO event_outbox (message_id, tenant_id, routing_key, body, created_at)"

@@ -174,7 +174,10 @@ class Effects:
         """An audit row in the same transaction, and the same facts as a log event.
 
         A signed message's effects name the signing key (``signed_by``), so the audit
-        says which publisher caused them, not only which worker applied them.
+        says which publisher caused them, not only which worker applied them. The store
+        links the row into the tenant's hash chain when it is written
+        (``infra/audit/chain.py``): ``details`` name references, counts and keyed
+        digests, never personal data, so that erasure never touches the chain.
         """
         if self.sender is not None and self.sender.key_id:
             details.setdefault("signed_by", self.sender.key_id)

@@ -22,6 +22,7 @@ they become ``StoreUnavailable`` (retryable) or ``StoreRejected`` (permanent).
 from __future__ import annotations
 
 from config.settings import Settings
+from infra.audit.chain import AuditChain
 from infra.keys import store_key
 from infra.store.base import Row, Store, Transaction
 from infra.store.postgres import PostgresStore
@@ -35,17 +36,20 @@ def open_store(settings: Settings) -> Store:
 
     PostgreSQL when ``store_url`` is set; else the SQLite file at ``db_path``, encrypted
     with SQLCipher unless ``db_encryption = "none"`` (infra/store/sqlite.py), the key from
-    ``db_key`` or the 0600 file ``<key_dir>/store.key``.
+    ``db_key`` or the 0600 file ``<key_dir>/store.key``. Either way every audit row is
+    linked into its tenant's hash chain as it is written (``infra/audit/chain.py``).
     """
     if settings.store_url is not None:
         return PostgresStore(
             settings.store_url.get_secret_value(),
             pool_size=settings.db_pool_size,
             connect_timeout_s=settings.connect_timeout_s,
+            hooks=(AuditChain(),),
         )
     return SqliteStore(
         settings.db_path,
         settings.db_busy_timeout_ms,
         settings.db_synchronous,
         key=store_key(settings),
+        hooks=(AuditChain(),),
     )

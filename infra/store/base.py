@@ -44,6 +44,24 @@ class Transaction(Protocol):
         """
 
 
+class WriteHook(Protocol):
+    """Takes over the staged rows of one statement at the transaction's last flush.
+
+    The audit chain (``infra/audit/chain.py``) is one: its rows are held back until
+    the commit (or a read of ``table``), then replaced by what ``rewrite`` returns,
+    which may read and lock through the transaction first.
+    """
+
+    #: The staged statement it takes over (matched exactly).
+    statement: str
+    #: The table that statement writes: a read naming it sends the held rows first.
+    table: str
+
+    async def rewrite(self, tx: Transaction, rows: list[Row]) -> list[tuple[str, list[Row]]]:
+        """The writes to send instead of ``rows``."""
+        ...
+
+
 class Store(Protocol):
     """A database holding the runtime's and the workers' tables."""
 

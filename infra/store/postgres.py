@@ -30,8 +30,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-from infra.store.base import Row
-from infra.store.staging import Staged
+from infra.store.base import Row, WriteHook
+from infra.store.staging import Hooks, Staged
 from messages.errors import StoreRejected, StoreUnavailable
 
 _RETRYABLE = (
@@ -90,9 +90,10 @@ def _rowcount(status: str) -> int:
 class PostgresTransaction:
     """One open transaction on one pooled connection: staged writes, reads that see them."""
 
-    def __init__(self, conn: asyncpg.Connection) -> None:
+    def __init__(self, conn: asyncpg.Connection, hooks: Hooks | None = None) -> None:
         self._conn = conn
         self._staged = Staged()
+        self._hooks = hooks or Hooks()
 
     def stage(self, sql: str, params: Row) -> None:
         """Queue a write (``infra/store/staging.py`` says in what order it runs)."""
@@ -103,11 +104,15 @@ class PostgresTransaction:
             self.stage(sql, params)
 
     async def flush(self) -> None:
-        for sql, rows in self._staged.take():
+        await self._send(final=True)
+
+    async def _send(self, final: bool) -> None:
+        """The staged writes; hooked ones (the audit chain) only when ``final``."""
+        for sql, rows in await self._hooks.take(self._staged, self, final):
             await _guard(self._conn.executemany(numbered(sql), rows))
 
     async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
-        await self.flush()
+        await self._send(final=self._hooks.names_hooked_table(sql))
         records = await _guard(self._conn.fetch(numbered(sql), *params))
         return [tuple(record) for record in records]
 
@@ -116,7 +121,7 @@ class PostgresTransaction:
         return rows[0] if rows else None
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
-        await self.flush()
+        await self._send(final=self._hooks.names_hooked_table(sql))
         status = await _guard(self._conn.execute(numbered(sql), *params))
         return _rowcount(str(status))
 
@@ -134,7 +139,7 @@ class PostgresTransaction:
         if not keys:
             return
         ids = sorted({lock_id(key) for key in keys})
-        await self.flush()
+        await self._send(final=False)
         await _guard(
             self._conn.execute(
                 "SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k ORDER BY k", ids
@@ -159,8 +164,16 @@ class PostgresStore:
 
     dialect = "postgresql"
 
-    def __init__(self, url: str, *, pool_size: int = 4, connect_timeout_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        pool_size: int = 4,
+        connect_timeout_s: float = 10.0,
+        hooks: Sequence[WriteHook] = (),
+    ) -> None:
         self._url = url
+        self._hooks = Hooks(hooks)
         self._pool_size = pool_size
         self._timeout = connect_timeout_s
         self._pool: asyncpg.Pool | None = None
@@ -213,7 +226,7 @@ class PostgresStore:
         except (asyncpg.PostgresError, asyncpg.InterfaceError, *_CONNECTION) as exc:
             raise translate(exc) from exc
         try:
-            tx = PostgresTransaction(conn)
+            tx = PostgresTransaction(conn, self._hooks)
             transaction = conn.transaction()
             await _guard(transaction.start())
             try:

@@ -39,8 +39,8 @@ import aiosqlite
 import sqlcipher3  # type: ignore[import-untyped]
 
 from config.secrets import FILE_MODE, private_dir
-from infra.store.base import Row
-from infra.store.staging import Staged
+from infra.store.base import Row, WriteHook
+from infra.store.staging import Hooks, Staged
 from messages.errors import StoreRejected, StoreUnavailable
 
 _RETRYABLE_CODES = ("locked", "busy", "disk i/o", "unable to open", "database is full")
@@ -69,9 +69,10 @@ def translate(exc: Exception) -> StoreUnavailable | StoreRejected:
 class SqliteTransaction:
     """One open transaction: staged writes plus reads that see them."""
 
-    def __init__(self, conn: aiosqlite.Connection) -> None:
+    def __init__(self, conn: aiosqlite.Connection, hooks: Hooks | None = None) -> None:
         self._conn = conn
         self._staged = Staged()
+        self._hooks = hooks or Hooks()
 
     def stage(self, sql: str, params: Row) -> None:
         """Queue a write (``infra/store/staging.py`` says in what order it runs)."""
@@ -82,11 +83,15 @@ class SqliteTransaction:
             self.stage(sql, params)
 
     async def flush(self) -> None:
-        for sql, rows in self._staged.take():
+        await self._send(final=True)
+
+    async def _send(self, final: bool) -> None:
+        """The staged writes; hooked ones (the audit chain) only when ``final``."""
+        for sql, rows in await self._hooks.take(self._staged, self, final):
             await self._guard(self._conn.executemany(sql, rows))
 
     async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
-        await self.flush()
+        await self._send(final=self._hooks.names_hooked_table(sql))
         cursor = await self._guard(self._conn.execute(sql, params))
         rows = await self._guard(cursor.fetchall())
         await cursor.close()
@@ -98,7 +103,7 @@ class SqliteTransaction:
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         """Run a write now; return the number of rows it changed."""
-        await self.flush()
+        await self._send(final=self._hooks.names_hooked_table(sql))
         cursor = await self._guard(self._conn.execute(sql, params))
         count: int = cursor.rowcount
         await cursor.close()
@@ -154,8 +159,10 @@ class SqliteStore:
         busy_timeout_ms: int = 5_000,
         synchronous: str = "full",
         key: bytes | None = None,
+        hooks: Sequence[WriteHook] = (),
     ) -> None:
         self.path = path
+        self._hooks = Hooks(hooks)
         self._key = key
         self._busy_timeout_ms = busy_timeout_ms
         # FULL: a commit is on disk before the messages it covers are acknowledged, so a
@@ -209,7 +216,7 @@ class SqliteStore:
             raise StoreUnavailable("store is not open")
         conn = self._conn
         async with self._lock:
-            tx = SqliteTransaction(conn)
+            tx = SqliteTransaction(conn, self._hooks)
             await SqliteTransaction._guard(conn.execute("BEGIN IMMEDIATE"))
             try:
                 yield tx

@@ -12,8 +12,9 @@ transaction writes (none here does: no ``INSERT ... SELECT``, no triggers).
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
-from infra.store.base import Row
+from infra.store.base import Row, Transaction, WriteHook
 
 _TARGET = re.compile(
     r"^\s*(?:INSERT(?:\s+OR\s+\w+)?\s+INTO|REPLACE\s+INTO|UPDATE(?:\s+OR\s+\w+)?|DELETE\s+FROM)"
@@ -41,7 +42,51 @@ class Staged:
         else:
             runs.append((sql, [params]))
 
-    def take(self) -> list[tuple[str, list[Row]]]:
-        """Every run (statement, rows) in sending order; the queue is empty afterwards."""
+    def take(self, held: frozenset[str] = frozenset()) -> list[tuple[str, list[Row]]]:
+        """Every run (statement, rows) in sending order but those of a ``held`` statement,
+        which stay queued; the queue holds only those afterwards."""
         runs, self._runs = self._runs, {}
-        return [run for table_runs in runs.values() for run in table_runs]
+        taken = []
+        for table, table_runs in runs.items():
+            for sql, rows in table_runs:
+                if sql in held:
+                    self._runs.setdefault(table, []).append((sql, rows))
+                else:
+                    taken.append((sql, rows))
+        return taken
+
+
+class Hooks:
+    """A store's write hooks (``WriteHook``), applied by its transactions' flushes.
+
+    A flush in the middle of a transaction leaves the hooked statements' rows queued,
+    unless the statement it flushes for names a hooked table; the last flush (commit,
+    or an explicit ``flush()``) hands them to their hooks.
+    """
+
+    def __init__(self, hooks: Sequence[WriteHook] = ()) -> None:
+        self._by_statement = {hook.statement: hook for hook in hooks}
+        self.held = frozenset(self._by_statement)
+        self._tables = tuple(hook.table for hook in hooks)
+
+    def names_hooked_table(self, sql: str) -> bool:
+        return any(table in sql for table in self._tables)
+
+    async def take(
+        self, staged: Staged, tx: Transaction, final: bool
+    ) -> list[tuple[str, list[Row]]]:
+        """The runs to send now, the hooked ones rewritten (only when ``final``)."""
+        if not self._by_statement:
+            return staged.take()
+        if not final:
+            return staged.take(self.held)
+        out: list[tuple[str, list[Row]]] = []
+        hooked: dict[str, list[Row]] = {}
+        for sql, rows in staged.take():
+            if sql in self.held:
+                hooked.setdefault(sql, []).extend(rows)
+            else:
+                out.append((sql, rows))
+        for sql, rows in hooked.items():  # one rewrite per hook: it reads the heads once
+            out.extend(await self._by_statement[sql].rewrite(tx, rows))
+        return out

@@ -91,7 +91,7 @@ def test_key_files_are_private_and_refused_when_others_may_read_them(secured: Se
     keys = Keys.from_settings(secured)
     directory = secured.key_dir
     assert mode(directory) == 0o700
-    for name in ("export.key", "digest.key", "notice.key"):
+    for name in ("export.key", "digest.key", "notice.key", "audit.key"):
         assert mode(directory / name) == 0o600
     assert store_key(secured) is not None
     assert mode(directory / "store.key") == 0o600

@@ -22,6 +22,8 @@ from pathlib import Path
 import pytest
 
 from config.settings import Settings
+from infra.audit.verify import verify
+from infra.keys import Keys
 from infra.publisher import Publisher
 from messages.envelope import Envelope
 from messages.names import Names
@@ -32,6 +34,7 @@ from tests.support.helpers import (
     consent_changed,
     delete_namespace,
     free_port,
+    migrated_store,
     security_env,
     store_env,
     wait_until,
@@ -164,3 +167,8 @@ async def test_two_processes_share_the_queues_and_every_rule_holds(
     assert sql(db, "SELECT count(*) FROM security_alerts") == [(ALERTS,)]
     dead = sql(db, "SELECT count(*) FROM audit_log WHERE action = 'security_alert_repeated'")
     assert dead == [(0,)]
+    # Both processes appended to the tenants' audit chains all along: still one valid chain each.
+    async with migrated_store(settings) as store:
+        reports = await verify(store, Keys.from_settings(settings).audit.public_keys, None)
+    assert [r.broken for r in reports if not r.ok] == []
+    assert sum(r.rows for r in reports) == sql(db, "SELECT count(*) FROM audit_log")[0][0]

@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 
 from config.settings import Settings
+from infra.audit.verify import verify as audit_verify
+from infra.keys import Keys
 from infra.publisher import Publisher
 from infra.runtime.session import all_schemas
 from infra.store import migrations, open_store
@@ -59,6 +61,7 @@ async def test_a_store_from_before_versions_is_refused_then_migrated_and_used(
         components = all_schemas(registry.schemas())
         assert {s.component: s.state for s in await migrations.status(store, components)} == {
             "runtime": "behind",
+            "audit_chain": "behind",
             "platform": "behind",
             "consent": "behind",
             "dsr": "behind",
@@ -74,6 +77,7 @@ async def test_a_store_from_before_versions_is_refused_then_migrated_and_used(
             ("runtime", 3),
             ("runtime", 4),
             ("runtime", 5),
+            ("audit_chain", 1),  # on the runtime's audit_log, so right after it
             ("platform", 1),
             ("platform", 2),
         ]
@@ -100,6 +104,15 @@ async def test_a_store_from_before_versions_is_refused_then_migrated_and_used(
     assert rows(legacy, "SELECT status FROM consent_state WHERE subject_ref = 'acme-d0000003'") == [
         ("withdrawn",)
     ]
+    # The old audit rows stay as they were, unchained; the new ones start the chain.
+    keys = Keys.from_settings(settings).audit.public_keys
+    store = open_store(settings)
+    await store.open()
+    try:
+        [acme] = await audit_verify(store, keys, "acme")
+    finally:
+        await store.close()
+    assert (acme.ok, acme.rows > 0, acme.unchained > 0) == (True, True, True)
 
 
 @pytest.mark.stores("sqlite")
