@@ -54,6 +54,11 @@ def translate(exc: BaseException) -> StoreUnavailable | StoreRejected:
     """Map an asyncpg (or socket) error to the project's hierarchy; the text names no values."""
     if isinstance(exc, (*_RETRYABLE, *_CONNECTION)):
         return StoreUnavailable(f"store unavailable: {type(exc).__name__}")
+    if isinstance(exc, asyncpg.exceptions.InsufficientPrivilegeError):
+        return StoreRejected(
+            "permission denied: the database role may not do this (least privilege: see the"
+            " README's GRANT statements)"
+        )
     if isinstance(exc, asyncpg.exceptions.IntegrityConstraintViolationError):
         return StoreRejected(f"constraint violated: {type(exc).__name__}")
     return StoreRejected(f"store refused the statement: {type(exc).__name__}")
@@ -159,10 +164,19 @@ class PostgresStore:
 
     dialect = "postgresql"
 
-    def __init__(self, url: str, *, pool_size: int = 4, connect_timeout_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        pool_size: int = 4,
+        connect_timeout_s: float = 10.0,
+        command_timeout_s: float | None = None,
+    ) -> None:
         self._url = url
         self._pool_size = pool_size
         self._timeout = connect_timeout_s
+        #: Longest wait for one statement (data sources: a bounded wait); None: unbounded.
+        self._command_timeout = command_timeout_s
         self._pool: asyncpg.Pool | None = None
 
     def describe(self) -> str:
@@ -181,7 +195,7 @@ class PostgresStore:
                 min_size=1,
                 max_size=self._pool_size,
                 timeout=self._timeout,
-                command_timeout=None,
+                command_timeout=self._command_timeout,
             )
         except (asyncpg.PostgresError, asyncpg.InterfaceError, *_CONNECTION) as exc:
             raise translate(exc) from exc
