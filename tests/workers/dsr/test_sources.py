@@ -1,0 +1,248 @@
+"""The rights act on the platform's own database (issue 13): real PostgreSQL platform databases.
+
+Each test has a PostgreSQL database of its own on 127.0.0.1:5432 holding the platform's
+tables (``tests/support/sources.py``), and privacyops' store on either store kind.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from config.settings import Settings
+from infra.publisher import Publisher
+from infra.runtime.service import Service
+from tests.support.dsr import (
+    EMAIL,
+    add_account,
+    answered,
+    off_loop,
+    package_document,
+    plant,
+    request,
+    sql,
+    start_dsr,
+)
+from tests.support.helpers import ServiceFactory, run_cli
+from tests.support.sources import (
+    PLATFORM_TABLES,
+    data_map,
+    move_to_platform,
+    platform_database,
+)
+
+#: Tables split over the two kinds of source: the debts in PostgreSQL, the rest embedded.
+DEBT_TABLES = ("accounts", "payments", "notes")
+
+
+@pytest.fixture
+def platform(postgres_admin_url: str, tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    with platform_database(postgres_admin_url, tmp_path) as found:
+        yield found
+
+
+async def start_on(
+    settings: Settings,
+    start_service: ServiceFactory,
+    tmp_path: Path,
+    platform: tuple[str, Path],
+    tables: tuple[str, ...],
+    *,
+    url: str | None = None,
+) -> tuple[Service, Settings]:
+    """The DSR worker with ``tables`` in the platform database (their rows moved there)."""
+    changed = settings.with_changes(
+        sources={"platform": url or platform[0]}, datamap_path=data_map(tmp_path, tables)
+    )
+    service = await start_dsr(changed, start_service, tmp_path)
+    await off_loop(move_to_platform, settings.db_path, platform[1], tables)
+    return service, changed
+
+
+def steps(db: Path, request_id: str) -> dict[str, str]:
+    rows = sql(db, "SELECT source, status FROM dsr_steps WHERE request_id = ?", request_id)
+    return {str(source): str(status) for source, status in rows}
+
+
+def outcome(db: Path, request_id: str) -> dict[str, Any]:
+    [(text,)] = sql(db, "SELECT outcome FROM dsr_requests WHERE request_id = ?", request_id)
+    found: dict[str, Any] = json.loads(text)
+    return found
+
+
+async def test_access_and_erasure_with_holds_on_a_postgresql_platform_database(
+    settings: Settings,
+    start_service: ServiceFactory,
+    publisher: Publisher,
+    tmp_path: Path,
+    platform: tuple[str, Path],
+) -> None:
+    _, changed = await start_on(settings, start_service, tmp_path, platform, PLATFORM_TABLES)
+    db, pg = settings.db_path, platform[1]
+    bravo_before = sql(pg, "SELECT * FROM debtors WHERE tenant_id = 'bravo' ORDER BY 2")
+
+    await publisher.publish(request("r-see", "access"))
+    assert await answered(db, "r-see") == "completed"
+    document = package_document(db, changed, "r-see")
+    assert document["tables"]["accounts"]["rows"][0]["account_id"] == "acc-1001"
+    assert EMAIL in json.dumps(document["tables"]["contact_points"]["rows"])
+    assert steps(db, "r-see") == {"embedded": "done", "platform": "done"}
+
+    # the open debt holds everything of debtor-open; debtor-gone's closed debt has expired
+    await publisher.publish(request("r-open", "erasure"))
+    await publisher.publish(request("r-gone", "erasure", "debtor-gone"))
+    assert await answered(db, "r-open") == "partially_completed"
+    assert await answered(db, "r-gone") == "completed"
+    assert steps(db, "r-gone") == {"embedded": "done", "platform": "done"}
+    assert outcome(db, "r-gone")["erased"]["debtors"] == 1
+    for table in PLATFORM_TABLES:
+        left = sql(pg, f"SELECT count(*) FROM {table} WHERE subject_ref = 'debtor-gone'")
+        assert left == [(0,)], table
+    assert sql(pg, "SELECT count(*) FROM accounts WHERE subject_ref = 'debtor-open'") == [(2,)]
+    # the marks of what the platform keeps live in privacyops' store, not the platform's
+    held = sql(
+        db,
+        "SELECT scope FROM restrictions WHERE tenant_id = 'acme' AND subject_ref = 'debtor-open'",
+    )
+    assert ("debtors",) in held
+    assert ("accounts:acc-1001",) in held
+    # tenant isolation: bravo's debtor-open, same reference, is untouched
+    assert sql(pg, "SELECT * FROM debtors WHERE tenant_id = 'bravo' ORDER BY 2") == bravo_before
+    assert EMAIL not in repr(sql(db, "SELECT * FROM suppression_list"))
+    assert sql(db, "SELECT count(*) FROM suppression_list WHERE tenant_id = 'acme'") != [(0,)]
+
+
+async def test_tables_split_over_sqlite_and_postgresql_hold_per_record(
+    settings: Settings,
+    start_service: ServiceFactory,
+    publisher: Publisher,
+    tmp_path: Path,
+    platform: tuple[str, Path],
+) -> None:
+    db, pg = settings.db_path, platform[1]
+
+    def plant_two_debts() -> None:  # one open, one written off long ago (prescribed)
+        plant(db, "bravo", "debtor-mixed", account="open", account_id="acc-open", id_number="x")
+        from tests.support.db import connect
+
+        with connect(db, timeout=30) as conn:
+            add_account(
+                conn, "bravo", "debtor-mixed", "acc-old", "written_off", paid="2016-01-01", note="n"
+            )
+
+    changed = settings.with_changes(
+        sources={"platform": platform[0]}, datamap_path=data_map(tmp_path, DEBT_TABLES)
+    )
+    await start_dsr(changed, start_service, tmp_path)
+    await off_loop(plant_two_debts)
+    await off_loop(move_to_platform, db, pg, DEBT_TABLES)
+
+    await publisher.publish(request("r-mixed", "erasure", "debtor-mixed", tenant="bravo"))
+    assert await answered(db, "r-mixed") == "partially_completed"
+    assert steps(db, "r-mixed") == {"embedded": "done", "platform": "done"}
+    # the old debt's records went from PostgreSQL; the open debt's stay, restricted
+    assert sql(pg, "SELECT account_id FROM accounts WHERE subject_ref = 'debtor-mixed'") == [
+        ("acc-open",)
+    ]
+    kept = sql(pg, "SELECT account_id, bank_reference FROM payments WHERE account_id = 'acc-old'")
+    assert kept == []  # de-identified: no link left
+    assert sql(pg, "SELECT count(*) FROM notes WHERE account_id = 'acc-old'") == [(0,)]
+    scopes = {
+        s for (s,) in sql(db, "SELECT scope FROM restrictions WHERE subject_ref = 'debtor-mixed'")
+    }
+    assert {"accounts:acc-open", "payments:acc-open", "debtors"} <= scopes
+    assert not any("acc-old" in s for s in scopes)
+    # the embedded tables (identity, contacts) are held by the open debt: still there
+    assert sql(db, "SELECT count(*) FROM debtors WHERE subject_ref = 'debtor-mixed'") == [(1,)]
+
+
+async def test_a_read_only_role_may_read_but_erasure_is_refused_cleanly(
+    settings: Settings,
+    start_service: ServiceFactory,
+    publisher: Publisher,
+    tmp_path: Path,
+    platform: tuple[str, Path],
+    postgres_admin_url: str,
+) -> None:
+    url, pg = platform
+    role = f"reader_{uuid.uuid4().hex[:8]}"
+    database = url.rsplit("/", 1)[1]
+    grants = [
+        f"CREATE ROLE {role} LOGIN PASSWORD 'reader-pass'",
+        f"GRANT CONNECT ON DATABASE {database} TO {role}",
+    ]
+    with psycopg.connect(postgres_admin_url, autocommit=True) as conn:
+        for statement in grants:
+            conn.execute(statement)
+    with psycopg.connect(url, autocommit=True) as conn:  # the README's read-only role
+        conn.execute(f"GRANT USAGE ON SCHEMA public TO {role}")
+        conn.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}")
+    reader = url.replace("://root@", f"://{role}:reader-pass@")
+    service: Service | None = None
+    try:
+        service, _ = await start_on(
+            settings, start_service, tmp_path, platform, PLATFORM_TABLES, url=reader
+        )
+        db = settings.db_path
+        await publisher.publish(request("r-read", "access", "debtor-gone"))
+        assert await answered(db, "r-read") == "completed"
+        before = sql(pg, "SELECT count(*) FROM debtors WHERE subject_ref = 'debtor-gone'")
+
+        await publisher.publish(request("r-erase", "erasure", "debtor-gone"))
+        # privacyops' own consent records went; the platform refused: told, nothing changed
+        assert await answered(db, "r-erase") == "partially_completed"
+        assert steps(db, "r-erase") == {"embedded": "done", "platform": "failed"}
+        [(error,)] = sql(
+            db, "SELECT error FROM dsr_steps WHERE request_id = 'r-erase' AND source = 'platform'"
+        )
+        assert "permission denied" in error
+        assert "permission denied" in outcome(db, "r-erase")["not_erased"]
+        assert sql(pg, "SELECT count(*) FROM debtors WHERE subject_ref = 'debtor-gone'") == before
+        assert sql(pg, "SELECT count(*) FROM payments WHERE subject_ref = 'debtor-gone'") != [(0,)]
+    finally:
+        if service is not None:
+            await service.stop()
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(f"DROP OWNED BY {role}")
+        with psycopg.connect(postgres_admin_url, autocommit=True) as conn:
+            conn.execute(f"REVOKE ALL ON DATABASE {database} FROM {role}")
+            conn.execute(f"DROP ROLE {role}")
+
+
+@pytest.mark.stores("sqlite")
+def test_seed_source_and_datamap_check(
+    settings: Settings, tmp_path: Path, platform: tuple[str, Path]
+) -> None:
+    """A newcomer's path: seed the platform database, check the map against it."""
+    url, pg = platform
+    changed = settings.with_changes(
+        sources={"platform": url}, datamap_path=data_map(tmp_path, PLATFORM_TABLES)
+    )
+    seeded = run_cli(changed, "seed", "--source", "platform", "--tenants", "acme", "--debtors", "5")
+    assert seeded.returncode == 0, seeded.stderr
+    assert sql(pg, "SELECT count(*) FROM debtors") == [(5,)]
+    checked = run_cli(changed, "datamap", "check", "--json")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert json.loads(checked.stdout)["ok"] is True
+
+    from tests.support.db import connect
+
+    with connect(pg) as conn:
+        conn.execute("ALTER TABLE debtors ADD COLUMN nickname TEXT")
+        conn.execute("CREATE TABLE skip_traces (tenant_id TEXT, found_email TEXT, score INT)")
+        conn.execute("ALTER TABLE notes DROP COLUMN author")
+    checked = run_cli(changed, "datamap", "check", "--json")
+    assert checked.returncode == 1
+    problems = {(p["table"], p["column"]) for p in json.loads(checked.stdout)["problems"]}
+    assert problems == {
+        ("debtors", "nickname"),
+        ("skip_traces", "found_email"),
+        ("notes", "author"),
+    }
+    assert run_cli(changed, "datamap", "check").returncode == 1
