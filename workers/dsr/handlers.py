@@ -40,7 +40,7 @@ from datetime import date, datetime, timedelta, tzinfo
 from typing import Any, ClassVar
 
 from config import tenants as tenant_config
-from config.datamap import load_datamap, load_retention
+from config.datamap import EMBEDDED, load_datamap, load_retention
 from config.settings import Settings
 from infra.keys import Keys
 from infra.runtime.worker import Effects, Resources, Sink, Worker, handles
@@ -62,7 +62,7 @@ from messages.dsr import (
     SubjectIdentifiers,
     SubjectRectified,
 )
-from messages.errors import NotYetKnown, RuleViolation
+from messages.errors import NotYetKnown, RetryableError, RuleViolation
 from workers.dsr import answers, package, replies, rights, steps, sweeps
 from workers.dsr.erasure import Eraser, ErasureResult
 from workers.dsr.forget import forget_subject
@@ -650,9 +650,15 @@ class DsrWorker(Worker):
 
     async def refresh(self, tx: Transaction, request: Request) -> None:
         """Where the request's answers go now (``workers/dsr/replies.py``), from the source
-        holding the contact points."""
-        async with self.source_tx("contact_points", tx) as contacts:
-            await replies.refresh(contacts, request, self.keys.notice)
+        holding the contact points; while that source is unavailable, the addresses kept
+        with the request when it arrived (that copy is kept for this)."""
+        try:
+            async with self.source_tx("contact_points", tx) as contacts:
+                await replies.refresh(contacts, request, self.keys.notice)
+        except RetryableError:
+            if self.datamap.source_of("contact_points") == EMBEDDED:
+                raise  # privacyops' own store: the transaction itself is in trouble
+            request.addresses = replies.kept(request, self.keys.notice)
 
     @staticmethod
     def _notify(

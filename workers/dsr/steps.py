@@ -243,9 +243,14 @@ class StepRunner:
             if request is None or request.subject_ref is None or not due:
                 return []
             claimed = due if request.kind in READING else due[:1]
-            erasing = request.kind is RequestKind.ERASURE
-            if erasing and not any(s.status == "done" for s in steps) and round_ == 0:
-                await self._keep_opt_outs(tx, effects, request.subject_ref, now)
+            try:
+                if request.kind is RequestKind.ERASURE and round_ == 0:
+                    await self._keep_opt_outs(tx, effects, request.subject_ref, claimed, now)
+            except RetryableError as exc:  # the contact points' source is down: wait
+                for step in claimed:
+                    step.attempts += 1
+                    self._failed(step, exc, effects, now)
+                claimed = []
             for step in claimed:
                 step.status, step.attempts = "running", step.attempts + 1
                 step.started_at = now.isoformat()
@@ -255,12 +260,14 @@ class StepRunner:
         return claimed
 
     async def _keep_opt_outs(
-        self, tx: Transaction, effects: Effects, subject: str, now: datetime
+        self, tx: Transaction, effects: Effects, subject: str, claimed: list[Step], now: datetime
     ) -> None:
+        """Before any step erases: the subject's digest suppressed at once; the contact values'
+        digests before the step of the source holding the contact points (idempotent)."""
         datamap, tenant = self.worker.datamap, effects.tenant_id
         contacts: list[str] = []
-        if "contact_points" in datamap.tables:
-            source = datamap.source_of("contact_points")
+        source = datamap.source_of("contact_points")
+        if "contact_points" in datamap.tables and any(s.source == source for s in claimed):
             async with self.sources.transaction(source, within=tx) as src:
                 rows = await src.fetchall(
                     "SELECT value FROM contact_points WHERE tenant_id = ? AND subject_ref = ?",
@@ -350,29 +357,35 @@ class StepRunner:
         first = claimed[0]
         effects = self._effects(first.tenant_id, first.request_id, now)
         retry = isinstance(exc, RetryableError)
-        delays = self.worker.settings.retry_delays_ms
         async with self.store.transaction() as tx:
             request = await load(tx, first.tenant_id, first.request_id)
             if request is not None and not retry:
                 await self.worker.refresh(tx, request)
             for step in claimed:
-                delay = delays[min(step.attempts, len(delays)) - 1] / 1000
-                step.status = "pending" if retry else "failed"
-                step.next_at = (now + timedelta(seconds=delay)).isoformat()
-                step.error = f"{exc.code}: {exc}"
-                step.write(effects, now)
-                effects.audit(
-                    "dsr_step_failed",
-                    None,
-                    request_id=step.request_id,
-                    source=step.source,
-                    error_type=exc.code,
-                    retry=retry,
-                )
+                self._failed(step, exc, effects, now)
             if not retry and request is not None:
                 await self._answer_if_done(tx, request, claimed, effects)
             tx.stage_all(effects.writes)
         announce(self.sink, effects)
+
+    def _failed(self, step: Step, exc: PrivacyOpsError, effects: Effects, now: datetime) -> None:
+        """A failed attempt: pending again after the next retry tier's delay (the last one
+        repeats), or failed for good with the reason (no personal data in it)."""
+        retry = isinstance(exc, RetryableError)
+        delays = self.worker.settings.retry_delays_ms
+        delay = delays[max(min(step.attempts, len(delays)), 1) - 1] / 1000
+        step.status = "pending" if retry else "failed"
+        step.next_at = (now + timedelta(seconds=delay)).isoformat()
+        step.error = f"{exc.code}: {exc}"
+        step.write(effects, now)
+        effects.audit(
+            "dsr_step_failed",
+            None,
+            request_id=step.request_id,
+            source=step.source,
+            error_type=exc.code,
+            retry=retry,
+        )
 
     def _effects(self, tenant: str, request_id: str, now: datetime) -> Effects:
         return Effects.standalone(

@@ -18,6 +18,8 @@ import pytest
 from config.settings import Settings
 from infra.publisher import Publisher
 from infra.runtime.service import Service
+from infra.store.migrations import to_postgresql
+from tests.support.db import connect, register, unregister
 from tests.support.dsr import (
     EMAIL,
     add_account,
@@ -28,14 +30,17 @@ from tests.support.dsr import (
     request,
     sql,
     start_dsr,
+    verified,
 )
-from tests.support.helpers import ServiceFactory, run_cli
+from tests.support.helpers import ServiceFactory, run_cli, wait_until
+from tests.support.own_postgres import own_postgres
 from tests.support.sources import (
     PLATFORM_TABLES,
     data_map,
     move_to_platform,
     platform_database,
 )
+from workers.platform.tables import SOURCE_TABLES
 
 #: Tables split over the two kinds of source: the debts in PostgreSQL, the rest embedded.
 DEBT_TABLES = ("accounts", "payments", "notes")
@@ -129,8 +134,6 @@ async def test_tables_split_over_sqlite_and_postgresql_hold_per_record(
 
     def plant_two_debts() -> None:  # one open, one written off long ago (prescribed)
         plant(db, "bravo", "debtor-mixed", account="open", account_id="acc-open", id_number="x")
-        from tests.support.db import connect
-
         with connect(db, timeout=30) as conn:
             add_account(
                 conn, "bravo", "debtor-mixed", "acc-old", "written_off", paid="2016-01-01", note="n"
@@ -231,8 +234,6 @@ def test_seed_source_and_datamap_check(
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert json.loads(checked.stdout)["ok"] is True
 
-    from tests.support.db import connect
-
     with connect(pg) as conn:
         conn.execute("ALTER TABLE debtors ADD COLUMN nickname TEXT")
         conn.execute("CREATE TABLE skip_traces (tenant_id TEXT, found_email TEXT, score INT)")
@@ -246,3 +247,79 @@ def test_seed_source_and_datamap_check(
         ("notes", "author"),
     }
     assert run_cli(changed, "datamap", "check").returncode == 1
+
+
+@pytest.mark.stores("sqlite")
+async def test_an_erasure_waits_while_the_platform_database_is_down_and_completes_once(
+    settings: Settings, start_service: ServiceFactory, publisher: Publisher, tmp_path: Path
+) -> None:
+    """PostgreSQL stopped mid-erasure (an instance of the test's own): the request waits on
+    the retry tiers, resumes when the database is back, and completes exactly once."""
+    db = settings.db_path
+    with own_postgres() as instance:
+        pg = tmp_path / "own.pg"
+        register(pg, f"{instance.url}?search_path=public")
+        with connect(pg) as conn:
+            for statement in to_postgresql(SOURCE_TABLES).split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+        try:
+            await start_on(settings, start_service, tmp_path, (instance.url, pg), PLATFORM_TABLES)
+            await publisher.publish(request("r-warm", "access", "debtor-open"))
+            assert await answered(db, "r-warm") == "completed"  # the source's pool is open
+
+            await publisher.publish(request("r-down", "erasure", "debtor-gone", verified=False))
+            assert await answered(db, "r-down") == "awaiting_verification"
+            await off_loop(instance.stop)
+            await publisher.publish(verified("r-down"))
+
+            async def retried() -> bool:
+                rows = sql(
+                    db,
+                    "SELECT max(attempts) FROM dsr_steps WHERE request_id = 'r-down'"
+                    " AND status = 'pending'",
+                )
+                return bool(rows) and (rows[0][0] or 0) >= 3
+
+            await wait_until(retried)
+            # the holds are read from the platform's accounts: nothing may go without them
+            assert steps(db, "r-down") == {"embedded": "pending", "platform": "pending"}
+            assert sql(db, "SELECT status FROM dsr_requests WHERE request_id = 'r-down'") == [
+                ("in_progress",)
+            ]
+            errors = sql(db, "SELECT error FROM dsr_steps WHERE request_id = 'r-down'")
+            assert all(e is None or e.startswith("store_unavailable") for (e,) in errors)
+            assert sql(
+                db,
+                "SELECT count(*) FROM notification_outbox WHERE kind = 'dsr_completed'"
+                " AND context LIKE '%r-down%'",
+            ) == [(0,)]
+
+            await off_loop(instance.start)
+            assert await answered(db, "r-down") == "completed"
+        finally:
+            unregister(pg)
+        finals = sql(
+            db,
+            "SELECT count(*) FROM notification_outbox WHERE kind = 'dsr_completed'"
+            " AND context LIKE '%r-down%'",
+        )
+        assert finals == [(1,)]
+        erased_events = sql(
+            db, "SELECT count(*) FROM event_outbox WHERE routing_key = 'subject.erased'"
+        )
+        assert erased_events == [(1,)]
+        assert steps(db, "r-down") == {"embedded": "done", "platform": "done"}
+        erased = sql(
+            db,
+            "SELECT details FROM audit_log WHERE action = 'subject_data_erased'"
+            " AND subject_ref = 'debtor-gone'",
+        )
+        tables = [json.loads(d)["table"] for (d,) in erased]
+        assert sorted(tables) == sorted(set(tables))  # each table erased once, none twice
+        assert set(PLATFORM_TABLES) <= set(tables)
+        with psycopg.connect(instance.url) as conn:
+            left = conn.execute("SELECT count(*) FROM debtors WHERE subject_ref = 'debtor-gone'")
+            assert left.fetchone() == (0,)
+            kept = conn.execute("SELECT count(*) FROM debtors WHERE subject_ref = 'debtor-open'")
+            assert kept.fetchone() == (2,)
