@@ -117,6 +117,10 @@ async def test_access_and_erasure_with_holds_on_a_postgresql_platform_database(
     )
     assert ("debtors",) in held
     assert ("accounts:acc-1001",) in held
+    restricted = sql(
+        db, "SELECT count(*) FROM event_outbox WHERE routing_key = 'subject.restricted'"
+    )
+    assert restricted != [(0,)]  # the platform is told, since its rows carry no mark
     # tenant isolation: bravo's debtor-open, same reference, is untouched
     assert sql(pg, "SELECT * FROM debtors WHERE tenant_id = 'bravo' ORDER BY 2") == bravo_before
     assert EMAIL not in repr(sql(db, "SELECT * FROM suppression_list"))
