@@ -111,6 +111,8 @@ class Step:
     started_at: str | None
     outcome: dict[str, Any] | None
     error: str | None
+    #: Set when claimed: the step reads (access, portability) rather than changes.
+    reads: bool = False
 
     def write(self, effects: Effects, now: datetime) -> None:
         finished = now.isoformat() if self.status in ("done", "failed") else None
@@ -243,6 +245,8 @@ class StepRunner:
             if request is None or request.subject_ref is None or not due:
                 return []
             claimed = due if request.kind in READING else due[:1]
+            for step in claimed:
+                step.reads = request.kind in READING
             try:
                 if request.kind is RequestKind.ERASURE and round_ == 0:
                     await self._keep_opt_outs(tx, effects, request.subject_ref, claimed, now)
@@ -284,10 +288,22 @@ class StepRunner:
         )
 
     async def _run(self, claimed: list[Step]) -> None:
-        """The step in its source, then after: recorded (and the request answered when last)."""
+        """The step in its source, then after: recorded (and the request answered when last).
+
+        A change on another source runs before privacyops' "after" transaction opens, so a
+        slow platform database never holds privacyops' store; on the embedded source the
+        change and its record are one transaction. Reads (access) gather inside it.
+        """
         first = claimed[0]
         now = datetime.now(UTC)
         effects = self._effects(first.tenant_id, first.request_id, now)
+        outside = first.source != EMBEDDED and not first.reads
+        if outside:
+            async with self.store.transaction() as tx:
+                snapshot = await load(tx, first.tenant_id, first.request_id)
+            if snapshot is None or snapshot.subject_ref is None:
+                return
+            first.outcome = await self._change(None, snapshot, first, effects)
         async with self.store.transaction() as tx:
             request = await load(tx, first.tenant_id, first.request_id)
             if request is None or request.subject_ref is None:
@@ -302,7 +318,8 @@ class StepRunner:
                     step.outcome = {"answer": [status.value, outcome, why]}
                     step.write(effects, now)
             else:
-                first.outcome = await self._change(tx, request, first, effects)
+                if not outside:
+                    first.outcome = await self._change(tx, request, first, effects)
                 first.status, first.error = "done", None
                 first.write(effects, now)
             await self._answer_if_done(tx, request, claimed, effects)
@@ -311,7 +328,7 @@ class StepRunner:
         log.info("dsr_step_done", request_id=first.request_id, source=first.source)
 
     async def _change(
-        self, tx: Transaction, request: Request, step: Step, effects: Effects
+        self, tx: Transaction | None, request: Request, step: Step, effects: Effects
     ) -> dict[str, Any]:
         """Rectify or erase in the step's source: its own transaction (the embedded: ``tx``)."""
         subject = request.subject_ref
@@ -329,7 +346,9 @@ class StepRunner:
         self.worker.eraser.record(effects, subject, request.request_id, tables, result, holds)
         return result.summary()
 
-    async def _holds(self, tx: Transaction, tenant: str, subject: str, now: datetime) -> Holds:
+    async def _holds(
+        self, tx: Transaction | None, tenant: str, subject: str, now: datetime
+    ) -> Holds:
         """The holds, evaluated on the accounts as their source holds them now."""
         eraser = self.worker.eraser
         if "accounts" not in self.worker.datamap.tables:

@@ -82,11 +82,11 @@ def outcome(db: Path, request_id: str) -> dict[str, Any]:
 
 
 async def test_access_and_erasure_with_holds_on_a_postgresql_platform_database(
+    platform: tuple[str, Path],
     settings: Settings,
     start_service: ServiceFactory,
     publisher: Publisher,
     tmp_path: Path,
-    platform: tuple[str, Path],
 ) -> None:
     _, changed = await start_on(settings, start_service, tmp_path, platform, PLATFORM_TABLES)
     db, pg = settings.db_path, platform[1]
@@ -128,11 +128,11 @@ async def test_access_and_erasure_with_holds_on_a_postgresql_platform_database(
 
 
 async def test_tables_split_over_sqlite_and_postgresql_hold_per_record(
+    platform: tuple[str, Path],
     settings: Settings,
     start_service: ServiceFactory,
     publisher: Publisher,
     tmp_path: Path,
-    platform: tuple[str, Path],
 ) -> None:
     db, pg = settings.db_path, platform[1]
 
@@ -170,12 +170,12 @@ async def test_tables_split_over_sqlite_and_postgresql_hold_per_record(
 
 
 async def test_a_read_only_role_may_read_but_erasure_is_refused_cleanly(
+    platform: tuple[str, Path],
+    postgres_admin_url: str,
     settings: Settings,
     start_service: ServiceFactory,
     publisher: Publisher,
     tmp_path: Path,
-    platform: tuple[str, Path],
-    postgres_admin_url: str,
 ) -> None:
     url, pg = platform
     role = f"reader_{uuid.uuid4().hex[:8]}"
