@@ -126,6 +126,20 @@ async def test_access_and_erasure_with_holds_on_a_postgresql_platform_database(
     assert EMAIL not in repr(sql(db, "SELECT * FROM suppression_list"))
     assert sql(db, "SELECT count(*) FROM suppression_list WHERE tenant_id = 'acme'") != [(0,)]
 
+    corrections = {"corrections": [{"field": "contact_points.email", "value": "new@example.org"}]}
+    await publisher.publish(request("r-fix", "rectification", tenant="bravo", details=corrections))
+    assert await answered(db, "r-fix") == "completed"
+    assert sql(
+        pg,
+        "SELECT value FROM contact_points WHERE tenant_id = 'bravo' AND subject_ref ="
+        " 'debtor-open' AND kind = 'email'",
+    ) == [("new@example.org",)]
+    shown = await off_loop(run_cli, changed, "dsr", "show", "r-gone")
+    assert shown.returncode == 0, shown.stderr
+    progress = {s["source"]: s for s in json.loads(shown.stdout)["steps"]}
+    assert progress["platform"]["status"] == "done"
+    assert progress["platform"]["outcome"]["erased"]["debtors"] == 1
+
 
 async def test_tables_split_over_sqlite_and_postgresql_hold_per_record(
     platform: tuple[str, Path],
