@@ -127,9 +127,11 @@ class PostgresTransaction:
 
     async def columns(self, table: str) -> list[str]:
         """The column names of a table of this schema, in order; empty when it does not exist."""
+        # the catalogue, not information_schema: ~0.5 ms instead of several (access reads
+        # every table's live columns on every request, so an unclassified one is never missed)
         rows = await self.fetchall(
-            "SELECT column_name FROM information_schema.columns WHERE table_schema ="
-            " current_schema() AND table_name = ? ORDER BY ordinal_position",
+            "SELECT attname FROM pg_attribute WHERE attrelid = to_regclass(?)::oid"
+            " AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
             (table,),
         )
         return [str(name) for (name,) in rows]

@@ -46,7 +46,6 @@ from infra.keys import Keys
 from infra.runtime.worker import Effects, Resources, Sink, Worker, handles
 from infra.sources import Sources
 from infra.store import Store, Transaction
-from messages.consent import Channel
 from messages.dsr import (
     DsrExtended,
     DsrRequested,
@@ -55,19 +54,16 @@ from messages.dsr import (
     PortabilityDetails,
     PortabilityHandover,
     PortabilityHandoverPayload,
-    RectificationDetails,
     RequestKind,
     RestrictionDetails,
-    SubjectErased,
     SubjectIdentifiers,
-    SubjectRectified,
 )
 from messages.errors import NotYetKnown, RetryableError, RuleViolation
 from workers.dsr import answers, package, replies, rights, steps, sweeps
-from workers.dsr.erasure import Eraser, ErasureResult
+from workers.dsr.erasure import Eraser
 from workers.dsr.forget import forget_subject
 from workers.dsr.gather import gather
-from workers.dsr.recipients import tell_objected, tell_recipients, tell_restricted
+from workers.dsr.recipients import tell_objected, tell_restricted
 from workers.dsr.requests import Request, load
 from workers.dsr.rules import (
     NEEDS_VERIFICATION,
@@ -291,127 +287,6 @@ class DsrWorker(Worker):
         erased = request.kind is RequestKind.ERASURE and status is Status.COMPLETED
         if erased and request.subject_ref is not None:  # nothing held: forget our own records
             await forget_subject(tx, effects, self.key, request.subject_ref, request)
-
-    async def answer_steps(
-        self,
-        tx: Transaction,
-        request: Request,
-        round_: int,
-        done: list[steps.Step],
-        effects: Effects,
-    ) -> None:
-        """Every step of the round is over: the request's answer (round 0) or the deferred
-        erasure's (later rounds), from what each source's step did."""
-        failed = [s for s in done if s.status == "failed"]
-        why_failed = "; ".join(f"source {s.source}: {s.error}" for s in failed)
-        subject = request.subject_ref
-        assert subject is not None
-        if request.kind in steps.READING:
-            if failed:
-                outcome = {"refused": why_failed}
-                await self.complete(tx, request, (Status.REFUSED, outcome, why_failed), effects)
-                return
-            status, outcome, why = next(s.outcome for s in done if s.outcome)["answer"]
-            await self.complete(tx, request, (Status(status), outcome, why), effects)
-            return
-        if isinstance(request.details, RectificationDetails):
-            await self._answer_rectification(tx, request, done, why_failed, effects)
-            return
-        result = ErasureResult(suppressed_channels=[c.value for c in Channel])
-        for step in done:
-            if step.status == "done" and step.outcome:
-                result.merge(step.outcome)
-        if result.erased:
-            tell_recipients(
-                effects,
-                SubjectErased,
-                self.datamap,
-                request.request_id,
-                subject,
-                list(result.erased),
-                suppressed_channels=result.suppressed_channels,
-            )
-        if round_ > 0:
-            await sweeps.deferred_done(self, tx, request, result, effects)
-            return
-        summary: dict[str, Any] = result.summary()
-        if failed:
-            summary["not_erased"] = why_failed
-            status = Status.PARTIALLY_COMPLETED if result.erased else Status.REFUSED
-            await self.complete(tx, request, (status, summary, why_failed), effects)
-        elif result.complete:
-            await self.complete(
-                tx, request, (Status.COMPLETED, summary, "all personal information erased"), effects
-            )
-        else:
-            held = ", ".join(f"{t} ({h.name})" for t, h in sorted(result.held.items()))
-            why = f"kept and restricted under retention duties: {held}"
-            await self.complete(tx, request, (Status.PARTIALLY_COMPLETED, summary, why), effects)
-
-    async def _answer_rectification(
-        self,
-        tx: Transaction,
-        request: Request,
-        done: list[steps.Step],
-        why_failed: str,
-        effects: Effects,
-    ) -> None:
-        applied: list[str] = []
-        refused: dict[str, str] = {}
-        tables: set[str] = set()
-        for step in done:
-            if step.status == "done" and step.outcome:
-                applied += step.outcome["applied"]
-                refused.update(step.outcome["refused"])
-                tables.update(step.outcome["tables"])
-        assert isinstance(request.details, RectificationDetails)
-        for correction in request.details.corrections:
-            if correction.field not in applied and correction.field not in refused:
-                refused[correction.field] = why_failed or "not applied"
-        if applied and request.subject_ref is not None:
-            tell_recipients(
-                effects,
-                SubjectRectified,
-                self.datamap,
-                request.request_id,
-                request.subject_ref,
-                sorted(tables),
-                applied,
-            )
-        outcome = {"applied": applied, "refused": refused}
-        if not refused:
-            result: Outcome = (Status.COMPLETED, outcome, "corrections made")
-        elif applied:
-            result = (Status.PARTIALLY_COMPLETED, outcome, "some corrections refused")
-        else:
-            result = (Status.REFUSED, outcome, "no correction could be made")
-        await self.complete(tx, request, result, effects)
-
-    async def rectify_in(
-        self, tx: Transaction, request: Request, source: str, effects: Effects
-    ) -> dict[str, Any]:
-        """One source's share of a rectification, in that source's transaction ``tx``."""
-        details = request.details
-        assert isinstance(details, RectificationDetails)
-        assert request.subject_ref is not None
-        first = steps.sources_for(self.datamap, request)[0]
-        result = await rights.rectify(
-            tx,
-            effects,
-            self.datamap,
-            self.key,
-            request.subject_ref,
-            details.corrections,
-            insist=details.insist,
-            request_id=request.request_id,
-            source=source,
-            uncorrectable_here=source == first,
-        )
-        return {
-            "applied": result.applied,
-            "refused": result.refused,
-            "tables": sorted(result.tables),
-        }
 
     async def _carry_out(
         self, tx: Transaction, request: Request, subject: str, effects: Effects

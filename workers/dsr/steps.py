@@ -42,8 +42,10 @@ from infra.sources import Sources
 from infra.store import Store, Transaction
 from messages.dsr import RectificationDetails, RequestKind
 from messages.errors import PermanentError, PrivacyOpsError, RetryableError
+from workers.dsr import rights, rounds
 from workers.dsr.erasure import Holds, load_accounts
 from workers.dsr.requests import Request, load
+from workers.dsr.rules import READING
 
 if TYPE_CHECKING:
     from workers.dsr.handlers import DsrWorker
@@ -73,8 +75,6 @@ STEP_UPDATE = (
 SOURCE_KINDS = frozenset(
     {RequestKind.ACCESS, RequestKind.PORTABILITY, RequestKind.ERASURE, RequestKind.RECTIFICATION}
 )
-#: Steps of these kinds are read all together (one package from every source).
-READING = frozenset({RequestKind.ACCESS, RequestKind.PORTABILITY})
 
 
 def sources_for(datamap: DataMap, request: Request) -> list[str]:
@@ -337,7 +337,7 @@ class StepRunner:
         tables = datamap.tables_of(step.source)
         if isinstance(request.details, RectificationDetails):
             async with self.sources.transaction(step.source, within=tx) as src:
-                return await self.worker.rectify_in(src, request, step.source, effects)
+                return await self._rectify(src, request, step.source, effects)
         holds = await self._holds(tx, request.tenant_id, subject, effects.now)
         async with self.sources.transaction(step.source, within=tx) as src:
             result = await self.worker.eraser.erase_in_source(
@@ -345,6 +345,29 @@ class StepRunner:
             )
         self.worker.eraser.record(effects, subject, request.request_id, tables, result, holds)
         return result.summary()
+
+    async def _rectify(
+        self, tx: Transaction, request: Request, source: str, effects: Effects
+    ) -> dict[str, Any]:
+        """One source's share of a rectification, in that source's transaction ``tx``."""
+        details = request.details
+        assert isinstance(details, RectificationDetails)
+        assert request.subject_ref is not None
+        first = sources_for(self.worker.datamap, request)[0]  # also refuses the uncorrectable
+        result = await rights.rectify(
+            tx,
+            effects,
+            self.worker.datamap,
+            self.worker.key,
+            request.subject_ref,
+            details.corrections,
+            insist=details.insist,
+            request_id=request.request_id,
+            source=source,
+            uncorrectable_here=source == first,
+        )
+        tables = sorted(result.tables)
+        return {"applied": result.applied, "refused": result.refused, "tables": tables}
 
     async def _holds(
         self, tx: Transaction | None, tenant: str, subject: str, now: datetime
@@ -367,7 +390,7 @@ class StepRunner:
         steps = {s.source: s for s in stored} | {s.source: s for s in claimed}
         if any(s.status in ("pending", "running") for s in steps.values()):
             return
-        await self.worker.answer_steps(tx, request, round_, list(steps.values()), effects)
+        await rounds.answer_round(self.worker, tx, request, round_, list(steps.values()), effects)
         request.save(effects, "")
 
     async def _settle(self, claimed: list[Step], exc: PrivacyOpsError) -> None:
