@@ -10,6 +10,8 @@
 * Privacyops' own records of an erased subject: notices still on their way at
   the erasure are reduced once delivered; the files of expired or revoked
   export packages are deleted (``workers.dsr.forget``).
+* Steps waiting on a data source (``workers/dsr/steps.py``) run when due: the
+  running service does so by itself; ``privacyops holds sweep`` does it for cron.
 * Restrictions whose lifting was announced are lifted after the notice period
   (POPIA s14(8)), and the recipients are told (``subject.restriction_lifted``,
   GDPR art 19).
@@ -77,6 +79,7 @@ class SweepReport:
     lifted: int
     notices_reduced: int = 0
     packages_deleted: int = 0
+    steps_resumed: int = 0
 
 
 async def run_all(worker: DsrWorker, store: Store, sink: Sink | None, now: datetime) -> SweepReport:
@@ -88,6 +91,7 @@ async def run_all(worker: DsrWorker, store: Store, sink: Sink | None, now: datet
         lifted=await sweep_lifts(worker, store, sink, now),
         notices_reduced=await sweep_followups(store, now),
         packages_deleted=await sweep_packages(store, sink, now),
+        steps_resumed=await worker.runner.run_due(now) if worker.runner else 0,
     )
 
 
