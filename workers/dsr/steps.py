@@ -41,7 +41,7 @@ from infra.runtime.worker import Effects, Sink, announce
 from infra.sources import Sources
 from infra.store import Store, Transaction
 from messages.dsr import RectificationDetails, RequestKind
-from messages.errors import PermanentError, PrivacyOpsError, RetryableError
+from messages.errors import HandlerCrashed, PermanentError, PrivacyOpsError, RetryableError
 from workers.dsr import rights, rounds
 from workers.dsr.erasure import Holds, load_accounts
 from workers.dsr.requests import Request, load
@@ -227,6 +227,9 @@ class StepRunner:
                 return
             except PermanentError as exc:
                 await self._settle(claimed, exc)
+            except Exception as exc:  # noqa: BLE001 - a bug: this step fails, the runner lives on
+                log.error("dsr_step_crashed", request_id=request_id, error_type=type(exc).__name__)
+                await self._settle(claimed, HandlerCrashed(f"step crashed: {type(exc).__name__}"))
 
     async def _claim(self, tenant: str, request_id: str, round_: int) -> list[Step]:
         """Before: the next due step (every due step, for a read) marked ``running``."""
