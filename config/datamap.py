@@ -42,6 +42,9 @@ def _identifier(name: str, what: str) -> str:
 
 
 ColumnErasure = Literal["null", "mask", "deidentify", "keep"]
+#: The data source that is privacyops' own store (SQLite by default): the default of every
+#: table, so the quick start needs no source configured.
+EMBEDDED = "embedded"
 
 
 class _Model(BaseModel):
@@ -61,6 +64,11 @@ class ColumnMap(_Model):
 
 class TableMap(_Model):
     description: str
+    data_source: str = Field(
+        EMBEDDED,
+        description="The named data source holding the table (PRIVACYOPS_SOURCES); its URL "
+        "and credentials come from the environment, never from the map.",
+    )
     subject_column: str = "subject_ref"
     record_column: str | None = Field(
         None,
@@ -83,6 +91,7 @@ class TableMap(_Model):
             *self.columns,
         ]:
             _identifier(name, "a column name")
+        _identifier(self.data_source, "data_source")
         for column in self.columns.values():
             if column.row_key is not None:
                 _identifier(column.row_key, "row_key")
@@ -137,6 +146,18 @@ class DataMap(_Model):
             for name, table in self.tables.items()
             if any(column.category == scope for column in table.columns.values())
         ]
+
+    def sources(self) -> list[str]:
+        """The sources the map names: the embedded store first, then by name."""
+        named = {t.data_source for t in self.tables.values()}
+        return sorted(named, key=lambda n: (n != EMBEDDED, n))
+
+    def tables_of(self, source: str) -> list[str]:
+        return [name for name, t in self.tables.items() if t.data_source == source]
+
+    def source_of(self, table: str) -> str:
+        found = self.tables.get(table)
+        return found.data_source if found else EMBEDDED
 
     def recipients(self, tables: list[str] | None = None) -> list[str]:
         names = tables if tables is not None else list(self.tables)

@@ -136,6 +136,21 @@ class Settings(BaseSettings):
         "(AES-256); none: a plain SQLite file.",
     )
     db_key: SecretStr | None = Field(None, description="Store key; else db_key_file.")
+
+    # Data sources: where the platform's personal data lives (config/datamap.toml names one
+    # per table). The embedded store (the one above) is always the source "embedded".
+    sources: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description="Named data sources besides the embedded store, as JSON: "
+        '{"platform": "postgresql://user:pass@host:5432/db"} or "sqlite:///path/file.db". '
+        "Secrets (the URLs carry credentials): only from the environment, never the map.",
+    )
+    source_pool_size: int = Field(
+        2, ge=1, le=50, description="PostgreSQL connections per data source and process."
+    )
+    source_timeout_s: float = Field(
+        10.0, gt=0, le=600, description="Longest wait for one statement on a data source."
+    )
     db_key_file: Path | None = Field(None, description="Default <key_dir>/store.key.")
 
     # Data-subject requests
@@ -315,6 +330,19 @@ class Settings(BaseSettings):
             ("postgresql://", "postgres://")
         ):
             raise ValueError("store_url must be a postgresql:// URL (SQLite uses db_path)")
+        return value
+
+    @field_validator("sources")
+    @classmethod
+    def _sources_are_named_urls(cls, value: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        """A source's name is an identifier; its URL's scheme says its kind."""
+        for name, url in value.items():
+            if not re.fullmatch(r"[a-z][a-z0-9_]{0,31}", name) or name == "embedded":
+                raise ValueError(f"source name {name!r}: lower-case identifier, not 'embedded'")
+            if not url.get_secret_value().startswith(
+                ("postgresql://", "postgres://", "sqlite:///")
+            ):
+                raise ValueError(f"source {name!r}: a postgresql:// or sqlite:/// URL")
         return value
 
     @field_validator("retry_delays_ms")

@@ -445,6 +445,7 @@ class Consumer:
                 self._log_committed(d)
         if committed:
             self.sink.submit(committed)
+            self.worker.committed(committed)
 
     def _log_committed(self, d: Delivery) -> None:
         with structlog.contextvars.bound_contextvars(**d.context(self.worker.name)):

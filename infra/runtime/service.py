@@ -114,7 +114,7 @@ class Service:
         )
         connection, publisher = self._session.require_broker()
         keys = self._session.keys
-        resources = Resources(s, self.store, publisher, self.names, keys)
+        resources = Resources(s, self.store, publisher, self.names, keys, sink=self.outboxes)
         auth = Authenticator(s, signing_keyring(s), self.names)
         for worker in self.workers:
             channel = await rabbit.open_channel(connection, prefetch=s.prefetch)

@@ -295,6 +295,9 @@ class Resources:
     publisher: ConfirmedPublisher
     names: Names
     keys: Keys | None = None
+    #: Where effects committed outside a message (a worker's own background work) are
+    #: handed for publishing: the process's outbox relays.
+    sink: Sink | None = None
 
 
 class Worker:
@@ -344,6 +347,10 @@ class Worker:
 
     async def close(self) -> None:
         """Release it, after consuming stopped. Default: nothing."""
+
+    def committed(self, batch: Sequence[Effects]) -> None:
+        """Called once a batch's effects are committed (background work may start on them).
+        Must not block. Default: nothing."""
 
     async def tick(self, store: Store, sink: Sink, now: datetime) -> None:
         """Periodic work such as deadline and hold sweeps. Default: nothing."""

@@ -54,6 +54,11 @@ def translate(exc: BaseException) -> StoreUnavailable | StoreRejected:
     """Map an asyncpg (or socket) error to the project's hierarchy; the text names no values."""
     if isinstance(exc, (*_RETRYABLE, *_CONNECTION)):
         return StoreUnavailable(f"store unavailable: {type(exc).__name__}")
+    if isinstance(exc, asyncpg.exceptions.InsufficientPrivilegeError):
+        return StoreRejected(
+            "permission denied: the database role may not do this (least privilege: see the"
+            " README's GRANT statements)"
+        )
     if isinstance(exc, asyncpg.exceptions.IntegrityConstraintViolationError):
         return StoreRejected(f"constraint violated: {type(exc).__name__}")
     return StoreRejected(f"store refused the statement: {type(exc).__name__}")
@@ -127,9 +132,11 @@ class PostgresTransaction:
 
     async def columns(self, table: str) -> list[str]:
         """The column names of a table of this schema, in order; empty when it does not exist."""
+        # the catalogue, not information_schema: ~0.5 ms instead of several (access reads
+        # every table's live columns on every request, so an unclassified one is never missed)
         rows = await self.fetchall(
-            "SELECT column_name FROM information_schema.columns WHERE table_schema ="
-            " current_schema() AND table_name = ? ORDER BY ordinal_position",
+            "SELECT attname FROM pg_attribute WHERE attrelid = to_regclass(?)::oid"
+            " AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
             (table,),
         )
         return [str(name) for (name,) in rows]
@@ -171,11 +178,14 @@ class PostgresStore:
         pool_size: int = 4,
         connect_timeout_s: float = 10.0,
         hooks: Sequence[WriteHook] = (),
+        command_timeout_s: float | None = None,
     ) -> None:
         self._url = url
         self._hooks = Hooks(hooks)
         self._pool_size = pool_size
         self._timeout = connect_timeout_s
+        #: Longest wait for one statement (data sources: a bounded wait); None: unbounded.
+        self._command_timeout = command_timeout_s
         self._pool: asyncpg.Pool | None = None
 
     def describe(self) -> str:
@@ -194,7 +204,7 @@ class PostgresStore:
                 min_size=1,
                 max_size=self._pool_size,
                 timeout=self._timeout,
-                command_timeout=None,
+                command_timeout=self._command_timeout,
             )
         except (asyncpg.PostgresError, asyncpg.InterfaceError, *_CONNECTION) as exc:
             raise translate(exc) from exc

@@ -121,6 +121,11 @@ def store_env(settings: Settings) -> dict[str, str]:
     env = {"PRIVACYOPS_DB_PATH": str(settings.db_path)}
     if settings.store_url is not None:
         env["PRIVACYOPS_STORE_URL"] = settings.store_url.get_secret_value()
+    if settings.sources:
+        urls = {name: url.get_secret_value() for name, url in settings.sources.items()}
+        env["PRIVACYOPS_SOURCES"] = json.dumps(urls)
+    if settings.datamap_path is not None:
+        env["PRIVACYOPS_DATAMAP_PATH"] = str(settings.datamap_path)
     return env
 
 

@@ -1,4 +1,4 @@
-"""CLI for data-subject requests: ``dsr list|show|package``, ``holds sweep``, ``seed``."""
+"""CLI for data-subject requests: ``dsr list|show|package``, ``holds sweep``, ``datamap check``."""
 
 from __future__ import annotations
 
@@ -12,13 +12,15 @@ from typing import Any
 from uuid import uuid4
 
 from config import tenants as tenant_config
+from config.datamap import load_datamap
 from config.secrets import write_private
 from infra.cli import App, SubParsers
 from infra.runtime.audit import report
 from infra.runtime.worker import Effects
+from infra.sources import Sources
 from infra.store import Store
 from messages.errors import RuleViolation
-from workers.dsr import package
+from workers.dsr import mapcheck, package, steps
 from workers.dsr.handlers import DsrWorker
 from workers.dsr.rules import deadline_state, local_date
 from workers.dsr.sweeps import run_all
@@ -46,6 +48,33 @@ def register(sub: SubParsers) -> None:
     holds = sub.add_parser("holds", help="retention holds")
     holds.add_argument("action", choices=["sweep"])
     holds.set_defaults(handler=_sweep)
+    datamap = sub.add_parser("datamap", help="the data map against the live data sources")
+    datamap.add_argument("action", choices=["check"])
+    datamap.add_argument("--json", action="store_true")
+    datamap.set_defaults(handler=_datamap_check)
+
+
+def _datamap_check(args: argparse.Namespace, app: App) -> int:
+    """Exit 0 when the map fits every source, 1 with each problem listed (``mapcheck``)."""
+    datamap = load_datamap(app.settings.datamap_path)
+
+    async def run(store: Store) -> list[mapcheck.Problem]:
+        sources = Sources(app.settings, store)
+        try:
+            return await mapcheck.check(sources, datamap)
+        finally:
+            await sources.close()
+
+    problems = app.with_store(run)
+    if args.json:
+        print(json.dumps(mapcheck.as_json(problems, datamap.sources()), indent=2))
+    else:
+        for p in problems:
+            where = f"{p.source}: {p.table}" + (f".{p.column}" if p.column else "")
+            print(f"{where}: {p.problem}")
+        tables = len(datamap.tables)
+        print(f"{'ok' if not problems else 'FAILED'}: {tables} tables in {datamap.sources()}")
+    return 0 if not problems else 1
 
 
 LIST_SQL = (
@@ -132,6 +161,8 @@ def _show(args: argparse.Namespace, app: App) -> int:
         shown["transitions"] = [
             dict(zip(["at", "from", "to", "reason"], h, strict=True)) for h in history
         ]
+        async with store.transaction() as tx:  # per data source: what ran, what waits, why
+            shown["steps"] = await steps.progress(tx, str(row[0]), str(row[1]))
         return shown
 
     shown = app.with_store(fetch)
@@ -214,7 +245,10 @@ def _sweep(args: argparse.Namespace, app: App) -> int:
 
     async def sweep() -> str:
         async with app.session(broker=True) as opened:
-            report = await run_all(worker, opened.store, opened.outboxes, datetime.now(UTC))
+            try:
+                report = await run_all(worker, opened.store, opened.outboxes, datetime.now(UTC))
+            finally:
+                await worker.close()
         return (
             f"flagged {report.flagged} request(s), ran {report.erasures_run} deferred "
             f"erasure(s), lifted {report.lifted} restriction(s)"

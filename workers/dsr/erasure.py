@@ -16,6 +16,14 @@ See docs/rules.md "Erasure and retention holds".
    subject reference and of each contact value, and nothing else (NCR reg 58(4)).
 
 Every statement names the tenant and the subject: no other row can change.
+
+Per data source (``infra/sources.py``, ``workers/dsr/steps.py``): the holds are
+evaluated on the accounts as their source holds them now, and each source's tables
+are erased in that source's own transaction (``erase_in_source``); what the
+erasure leaves in privacyops' store (restrictions, deferred erasures, audit,
+``subject.restricted``) is recorded after it (``record``). Re-running a step is
+harmless: deleted rows are gone and de-identified rows no longer carry the
+subject's reference, so nothing is erased twice.
 """
 
 from __future__ import annotations
@@ -43,6 +51,7 @@ DEFERRED_UPSERT = (
 )
 RETENTION_RESTRICTIONS_DELETE = (
     "DELETE FROM restrictions WHERE tenant_id = ? AND subject_ref = ? AND origin = 'retention'"
+    " AND (scope = ? OR scope LIKE ?)"
 )
 DEFERRED_DELETE = (
     "DELETE FROM deferred_erasures WHERE tenant_id = ? AND subject_ref = ? AND hold_group = ?"
@@ -51,6 +60,8 @@ DEFERRED_DELETE = (
 
 @dataclass
 class ErasureResult:
+    """What erasure did to one source's tables, or (merged) to all of them."""
+
     erased: dict[str, int] = field(default_factory=dict)
     held: dict[str, ActiveHold] = field(default_factory=dict)
     suppressed_channels: list[str] = field(default_factory=list)
@@ -67,11 +78,37 @@ class ErasureResult:
                     "hold": h.name,
                     "basis": h.basis,
                     "until": h.until.isoformat() if h.until else "while the debt is open",
+                    "group": h.group,
                 }
                 for table, h in self.held.items()
             },
             "suppressed_channels": self.suppressed_channels,
         }
+
+    def merge(self, summary: dict[str, object]) -> None:
+        """Add one step's ``summary()`` (as stored) to this result."""
+        erased = summary.get("erased") or {}
+        held = summary.get("held") or {}
+        assert isinstance(erased, dict)
+        assert isinstance(held, dict)
+        for table, count in erased.items():
+            self.erased[table] = self.erased.get(table, 0) + int(count)
+        for scope, h in held.items():
+            until = h["until"]
+            self.held[scope] = ActiveHold(
+                h.get("group", ""),
+                h["hold"],
+                h["basis"],
+                None if until == "while the debt is open" else date.fromisoformat(until),
+            )
+
+
+@dataclass(frozen=True)
+class Holds:
+    """The holds on one subject's data: per account (its records), and on the whole."""
+
+    per_account: dict[str, dict[str, ActiveHold]]
+    whole: dict[str, ActiveHold]
 
 
 def _day(value: str | None) -> date | None:
@@ -79,6 +116,7 @@ def _day(value: str | None) -> date | None:
 
 
 async def load_accounts(tx: Transaction, tenant_id: str, subject_ref: str) -> list[Account]:
+    """The subject's accounts, read in the transaction of the source holding ``accounts``."""
     rows = await tx.fetchall(
         "SELECT status, debt_type, opened_on, closed_on, last_payment_on, account_id,"
         " judgment_on FROM accounts WHERE tenant_id = ? AND subject_ref = ?",
@@ -88,47 +126,74 @@ async def load_accounts(tx: Transaction, tenant_id: str, subject_ref: str) -> li
         Account(
             status,
             debt_type,
-            date.fromisoformat(opened),
-            _day(closed),
-            _day(paid),
+            _as_date(opened) or date.min,
+            _as_date(closed),
+            _as_date(paid),
             str(account_id),
-            _day(judgment),
+            _as_date(judgment),
         )
         for status, debt_type, opened, closed, paid, account_id, judgment in rows
     ]
 
 
+def _as_date(value: object) -> date | None:
+    """A date column as either source types it: ISO text (SQLite) or a date (PostgreSQL)."""
+    if value is None or isinstance(value, date):
+        return value
+    return date.fromisoformat(str(value)[:10])
+
+
 @dataclass(frozen=True)
 class Eraser:
-    """Erases one subject's data within the caller's transaction, recording on ``effects``."""
+    """Erases one subject's data source by source; records in privacyops' store on ``effects``."""
 
     datamap: DataMap
     retention: Retention
     digest_key: bytes
 
-    async def erase(
-        self, tx: Transaction, effects: Effects, subject_ref: str, request_id: str, today: date
-    ) -> ErasureResult:
-        tenant = effects.tenant_id
-        accounts = await load_accounts(tx, tenant, subject_ref)
+    def holds(self, tenant_id: str, accounts: list[Account], today: date) -> Holds:
+        """docs/rules.md "Erasure and retention holds": per record, then on the whole."""
         per_account = {
-            a.account_id: account_holds(self.retention, tenant, a, today) for a in accounts
+            a.account_id: account_holds(self.retention, tenant_id, a, today) for a in accounts
         }
-        whole = subject_holds(per_account)
+        return Holds(per_account, subject_holds(per_account))
+
+    async def erase_in_source(
+        self, tx: Transaction, tenant: str, subject_ref: str, tables: list[str], holds: Holds
+    ) -> ErasureResult:
+        """Erase what may go of ``tables`` in ``tx``, the transaction of their source."""
         result = ErasureResult()
-        if "consent" not in whole:
-            result.suppressed_channels = await self._keep_opt_outs(tx, effects, subject_ref, today)
-        effects.write(RETENTION_RESTRICTIONS_DELETE, (tenant, subject_ref))  # re-marked below
-        for name, table in self.datamap.tables.items():
+        for name in tables:
+            table = self.datamap.tables[name]
             held = {
-                account: holds[table.hold_group]
-                for account, holds in per_account.items()
-                if table.record_column and table.hold_group in holds
+                account: h[table.hold_group]
+                for account, h in holds.per_account.items()
+                if table.record_column and table.hold_group in h
             }
-            await self._table(
-                tx, effects, name, table, subject_ref, request_id, whole, held, result
+            await self._table(tx, tenant, name, table, subject_ref, holds.whole, held, result)
+        return result
+
+    def record(
+        self,
+        effects: Effects,
+        subject_ref: str,
+        request_id: str,
+        tables: list[str],
+        result: ErasureResult,
+        holds: Holds,
+    ) -> None:
+        """After a source's step: restrictions of what it kept, audit, deferred erasures."""
+        tenant = effects.tenant_id
+        for name in tables:  # re-marked below from what this run kept
+            effects.write(RETENTION_RESTRICTIONS_DELETE, (tenant, subject_ref, name, f"{name}:%"))
+        for name, count in result.erased.items():
+            erasure = self.datamap.tables[name].erasure
+            effects.audit(
+                "subject_data_erased", subject_ref, table=name, erasure=erasure, rows=count
             )
-        self._settle_deferred(effects, subject_ref, request_id, per_account, whole)
+        for scope, hold in result.held.items():
+            self._restrict(effects, scope, subject_ref, request_id, hold)
+        self._settle_deferred(effects, subject_ref, request_id, holds.per_account, holds.whole)
         if result.held:
             until = [h.until for h in result.held.values()]
             tell_restricted(
@@ -140,16 +205,14 @@ class Eraser:
                 request_id=request_id,
                 until=None if None in until else max(u for u in until if u is not None),
             )
-        return result
 
     async def _table(
         self,
         tx: Transaction,
-        effects: Effects,
+        tenant: str,
         name: str,
         table: TableMap,
         subject_ref: str,
-        request_id: str,
         whole: dict[str, ActiveHold],
         held_records: dict[str, ActiveHold],
         result: ErasureResult,
@@ -157,11 +220,11 @@ class Eraser:
         """Hold or erase one table's rows: per record where rows belong to an account."""
         subject_hold = whole.get(table.hold_group)
         where = f"tenant_id = ? AND {table.subject_column} = ?"
-        params: list[str] = [effects.tenant_id, subject_ref]
+        params: list[str] = [tenant, subject_ref]
         column = table.record_column
         if column is None:
             if subject_hold is not None:
-                self._restrict(effects, name, subject_ref, request_id, subject_hold, result)
+                result.held[name] = subject_hold
                 return
         else:
             present = await tx.fetchall(
@@ -169,12 +232,11 @@ class Eraser:
                 params,
             )
             for account in sorted(str(a) for (a,) in present if a in held_records):
-                hold = held_records[account]
-                self._restrict(effects, f"{name}:{account}", subject_ref, request_id, hold, result)
+                result.held[f"{name}:{account}"] = held_records[account]
             if subject_hold is not None:
                 loose = f"{where} AND {column} IS NULL"
                 if await self._count(tx, name, loose, params):
-                    self._restrict(effects, name, subject_ref, request_id, subject_hold, result)
+                    result.held[name] = subject_hold
                 where += f" AND {column} IS NOT NULL"
             if held_records:
                 marks = ", ".join("?" for _ in held_records)
@@ -182,7 +244,7 @@ class Eraser:
                 params += list(held_records)
         count = await self._count(tx, name, where, params)
         if count:
-            self._erase_rows(effects, name, table, where, params, subject_ref)
+            await self._erase_rows(tx, name, table, where, params)
             result.erased[name] = count
 
     @staticmethod
@@ -190,21 +252,14 @@ class Eraser:
         row = await tx.fetchone(f"SELECT count(*) FROM {name} WHERE {where}", params)
         return int(row[0]) if row else 0
 
-    def _erase_rows(
-        self,
-        effects: Effects,
-        name: str,
-        table: TableMap,
-        where: str,
-        params: list[str],
-        subject_ref: str,
+    async def _erase_rows(
+        self, tx: Transaction, name: str, table: TableMap, where: str, params: list[str]
     ) -> None:
         if table.erasure == "delete_row":
-            effects.write(f"DELETE FROM {name} WHERE {where}", tuple(params))
+            await tx.execute(f"DELETE FROM {name} WHERE {where}", tuple(params))
         else:
             sets, values = self._column_actions(table)
-            effects.write(f"UPDATE {name} SET {sets} WHERE {where}", (*values, *params))
-        effects.audit("subject_data_erased", subject_ref, table=name, erasure=table.erasure)
+            await tx.execute(f"UPDATE {name} SET {sets} WHERE {where}", (*values, *params))
 
     @staticmethod
     def _column_actions(table: TableMap) -> tuple[str, list[str | None]]:
@@ -219,14 +274,11 @@ class Eraser:
         return ", ".join(sets), params
 
     def _restrict(
-        self,
-        effects: Effects,
-        scope: str,
-        subject_ref: str,
-        request_id: str,
-        hold: ActiveHold,
-        result: ErasureResult,
+        self, effects: Effects, scope: str, subject_ref: str, request_id: str, hold: ActiveHold
     ) -> None:
+        """A restriction mark in privacyops' store: it holds the marks of every source, so a
+        platform database privacyops cannot annotate still has them (and ``subject.restricted``
+        tells the platform)."""
         until = hold.until.isoformat() if hold.until else None
         effects.write(
             RESTRICTION_UPSERT,
@@ -242,7 +294,6 @@ class Eraser:
             ),
         )
         effects.audit("subject_data_held", subject_ref, table=scope, hold=hold.name, until=until)
-        result.held[scope] = hold
 
     def _settle_deferred(
         self,
@@ -273,36 +324,33 @@ class Eraser:
                 ),
             )
 
-    async def _keep_opt_outs(
-        self, tx: Transaction, effects: Effects, subject_ref: str, today: date
+    def keep_opt_outs(
+        self,
+        effects: Effects,
+        subject_ref: str,
+        today: date,
+        contacts: list[str],
+        *,
+        refused: bool,
     ) -> list[str]:
         """Reduce the subject's opt-out to suppression entries before the data goes.
 
         The subject asked to be forgotten, which no marketing sender may take as a
         reason to start again: every channel and purpose is suppressed as of now, by
-        keyed digests of the subject reference and of each contact value, so that a
-        grant dated before the erasure that arrives late is barred (NCR reg 58(4)). A
-        refusal when asked (POPIA s69(2)(a)) is kept as "never ask".
+        keyed digests of the subject reference and of each contact value (read from
+        their source before any step erases them), so that a grant dated before the
+        erasure that arrives late is barred (NCR reg 58(4)). A refusal when asked
+        (POPIA s69(2)(a)) is kept as "never ask".
         """
-        tenant = effects.tenant_id
-        contacts = await tx.fetchall(
-            "SELECT value FROM contact_points WHERE tenant_id = ? AND subject_ref = ?",
-            (tenant, subject_ref),
-        )
-        refused = await tx.fetchone(
-            "SELECT count(*) FROM consent_history WHERE tenant_id = ? AND subject_ref = ?"
-            " AND status = 'refused'",
-            (tenant, subject_ref),
-        )
-        never_ask = int(bool(refused and refused[0]))
+        never_ask = int(refused)
         expires = add_years(today, self.retention.opt_out_years).isoformat()
         digests = [subject_digest(self.digest_key, subject_ref)]
-        digests += [keyed_digest(self.digest_key, str(value)) for (value,) in contacts]
+        digests += [keyed_digest(self.digest_key, value) for value in contacts]
         for digest in dict.fromkeys(digests):
             effects.write(
                 SUPPRESSION_UPSERT,
                 (
-                    tenant,
+                    effects.tenant_id,
                     digest,
                     ANY,
                     ANY,

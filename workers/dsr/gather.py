@@ -6,14 +6,22 @@ is returned apart (``unclassified``), never dropped. Beside the tables: what the
 rights themselves leave (corrections requested but not made, always returned
 with the data, POPIA s24; restrictions; objections), the subject's own request
 history, and the security incidents that involved them.
+
+Every data source is read (``infra/sources.py``): each source's tables in one
+transaction of that source; the embedded store's within the caller's. A source
+that does not answer fails the whole gathering (``StoreUnavailable``): an
+answer that silently left out a database would not be the subject's data.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal
 from typing import Any
 
 from config.datamap import DataMap
+from infra.sources import Sources
 from infra.store import Transaction
 
 Rows = list[dict[str, Any]]
@@ -42,30 +50,63 @@ async def _select(tx: Transaction, sql: str, params: tuple[Any, ...], columns: l
 
 
 async def gather(
-    tx: Transaction, datamap: DataMap, tenant_id: str, subject_ref: str, *, provided_only: bool
+    sources: Sources,
+    tx: Transaction,
+    datamap: DataMap,
+    tenant_id: str,
+    subject_ref: str,
+    *,
+    provided_only: bool,
 ) -> SubjectData:
-    """Everything held on the subject; ``provided_only`` limits it to portable data."""
+    """Everything held on the subject; ``provided_only`` limits it to portable data.
+
+    ``tx``: a transaction on privacyops' store (the marks, and the embedded source).
+    """
     data = SubjectData(tenant_id, subject_ref)
     key = (tenant_id, subject_ref)
-    for name, table in datamap.tables.items():
-        if provided_only and not table.provided_by_subject:
+    for source in datamap.sources():
+        names = [
+            n
+            for n in datamap.tables_of(source)
+            if not provided_only or datamap.tables[n].provided_by_subject
+        ]
+        if not names:
             continue
-        mapped = list(table.columns)
-        extra = [c for c in await tx.columns(name) if c not in mapped and c != "tenant_id"]
-        rows = await _select(
-            tx,
-            f"SELECT {', '.join(mapped + extra)} FROM {name}"
-            f" WHERE tenant_id = ? AND {table.subject_column} = ?",
-            key,
-            mapped + extra,
-        )
-        data.tables[name] = [{c: row[c] for c in mapped} for row in rows]
-        if extra:
-            data.unclassified[name] = [{c: row[c] for c in extra} for row in rows]
+        async with sources.transaction(source, within=tx) as source_tx:
+            for name in names:
+                await _table(source_tx, datamap, data, name, key)
     if provided_only:
         return data
     await _marks(tx, data, key)
     return data
+
+
+async def _table(
+    tx: Transaction, datamap: DataMap, data: SubjectData, name: str, key: tuple[str, str]
+) -> None:
+    """One table's rows of the subject; columns the map does not classify kept apart."""
+    table = datamap.tables[name]
+    mapped = list(table.columns)
+    extra = [c for c in await tx.columns(name) if c not in mapped and c != "tenant_id"]
+    rows = await _select(
+        tx,
+        f"SELECT {', '.join(mapped + extra)} FROM {name}"
+        f" WHERE tenant_id = ? AND {table.subject_column} = ?",
+        key,
+        mapped + extra,
+    )
+    data.tables[name] = [{c: _plain(row[c]) for c in mapped} for row in rows]
+    if extra:
+        data.unclassified[name] = [{c: _plain(row[c]) for c in extra} for row in rows]
+
+
+def _plain(value: Any) -> Any:
+    """A value as JSON and CSV write it: PostgreSQL's dates and times as ISO text."""
+    if isinstance(value, (date, datetime)):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    return value
 
 
 async def _marks(tx: Transaction, data: SubjectData, key: tuple[str, str]) -> None:

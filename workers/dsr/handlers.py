@@ -35,14 +35,16 @@ than preloading the batch.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from datetime import date, datetime, timedelta, tzinfo
 from typing import Any, ClassVar
 
 from config import tenants as tenant_config
-from config.datamap import load_datamap, load_retention
+from config.datamap import EMBEDDED, load_datamap, load_retention
 from config.settings import Settings
 from infra.keys import Keys
-from infra.runtime.worker import Effects, Sink, Worker, handles
+from infra.runtime.worker import Effects, Resources, Sink, Worker, handles
+from infra.sources import Sources
 from infra.store import Store, Transaction
 from messages.dsr import (
     DsrExtended,
@@ -52,19 +54,16 @@ from messages.dsr import (
     PortabilityDetails,
     PortabilityHandover,
     PortabilityHandoverPayload,
-    RectificationDetails,
     RequestKind,
     RestrictionDetails,
-    SubjectErased,
     SubjectIdentifiers,
-    SubjectRectified,
 )
-from messages.errors import NotYetKnown, RuleViolation
-from workers.dsr import answers, package, replies, rights, sweeps
+from messages.errors import NotYetKnown, RetryableError, RuleViolation
+from workers.dsr import answers, package, replies, rights, steps, sweeps
 from workers.dsr.erasure import Eraser
 from workers.dsr.forget import forget_subject
 from workers.dsr.gather import gather
-from workers.dsr.recipients import tell_objected, tell_recipients, tell_restricted
+from workers.dsr.recipients import tell_objected, tell_restricted
 from workers.dsr.requests import Request, load
 from workers.dsr.rules import (
     NEEDS_VERIFICATION,
@@ -96,6 +95,35 @@ class DsrWorker(Worker):
         self.eraser = Eraser(self.datamap, self.retention, self.key)
         self.directory = tenant_config.from_settings(settings)
         self._tx: Transaction | None = None
+        self.sources: Sources | None = None
+        self.runner: steps.StepRunner | None = None
+
+    async def open(self, resources: Resources) -> None:
+        """The data sources (opened on first use) and the step runner (``workers/dsr/steps.py``)."""
+        self.attach(resources.store, resources.sink).start()
+
+    def attach(self, store: Store, sink: Sink | None) -> steps.StepRunner:
+        """Sources and a step runner on ``store`` (the service's, or a command's)."""
+        self.sources = Sources(self.settings, store)
+        self.runner = steps.StepRunner(self, store, self.sources, sink)
+        return self.runner
+
+    async def close(self) -> None:
+        if self.runner is not None:
+            await self.runner.stop()
+        if self.sources is not None:
+            await self.sources.close()
+
+    def committed(self, batch: Sequence[Effects]) -> None:
+        """A batch planned steps: run them now rather than at the next poll."""
+        planned = any(sql == steps.STEP_INSERT for e in batch for sql, _ in e.writes)
+        if planned and self.runner is not None:
+            self.runner.wake()
+
+    def source_tx(self, table: str, tx: Transaction) -> Any:
+        """A transaction on the source holding ``table`` (the embedded one: ``tx`` itself)."""
+        assert self.sources is not None, "open() or attach() runs first"
+        return self.sources.transaction(self.datamap.source_of(table), within=tx)
 
     def zone(self, tenant_id: str) -> tzinfo:
         """The zone the tenant's legal dates are counted in (Africa/Johannesburg by default)."""
@@ -138,9 +166,11 @@ class DsrWorker(Worker):
         if await load(tx, m.tenant_id, p.request_id) is not None:
             effects.audit("dsr_request_repeated", None, request_id=p.request_id)
             return
-        subject_ref = p.subject.subject_ref or await self._lookup(
-            tx, m.tenant_id, p.subject.id_number
-        )
+        async with self.source_tx("debtors", tx) as debtors:
+            subject_ref = p.subject.subject_ref or await self._lookup(
+                debtors, m.tenant_id, p.subject.id_number
+            )
+            agree = await self._identifiers_agree(debtors, m.tenant_id, p.subject)
         zone = self.zone(m.tenant_id)
         request = Request(
             tenant_id=m.tenant_id,
@@ -155,7 +185,8 @@ class DsrWorker(Worker):
             reply_channel=p.reply_to.channel,
             details=p.details,
         )
-        await replies.fix(tx, request, self.keys.notice, p.subject.email)
+        async with self.source_tx("contact_points", tx) as contacts:
+            await replies.fix(contacts, request, self.keys.notice, p.subject.email)
         if p.identity_verified:  # asserted by the upstream system that sent the request
             request.verified_by, request.verification_method = "upstream", "asserted_in_request"
             request.verified_at = m.occurred_at
@@ -164,7 +195,7 @@ class DsrWorker(Worker):
         effects.audit(
             "dsr_received", subject_ref, request_id=p.request_id, kind=p.kind, due_on=request.due_on
         )
-        if not await self._identifiers_agree(tx, m.tenant_id, p.subject):
+        if not agree:
             self._refuse_mismatch(effects, request)
         elif self._needs_verification(request) and not request.verified:
             request.move(
@@ -230,8 +261,18 @@ class DsrWorker(Worker):
         request.move(Status.IN_PROGRESS, reason)
         if request.subject_ref is None:
             status, outcome, why = self._nothing_held(request)
+        elif request.kind in steps.SOURCE_KINDS:  # carried out per data source, then answered
+            steps.plan(effects, request.request_id, 0, steps.sources_for(self.datamap, request))
+            return
         else:
             status, outcome, why = await self._carry_out(tx, request, request.subject_ref, effects)
+        await self.complete(tx, request, (status, outcome, why), effects)
+
+    async def complete(
+        self, tx: Transaction, request: Request, result: Outcome, effects: Effects
+    ) -> None:
+        """The answer: what was done, kept and why; an erased subject's own records reduced."""
+        status, outcome, why = result
         request.move(status, why)
         request.outcome = outcome
         kind = "dsr_refused" if status is Status.REFUSED else "dsr_completed"
@@ -251,12 +292,6 @@ class DsrWorker(Worker):
         self, tx: Transaction, request: Request, subject: str, effects: Effects
     ) -> Outcome:
         details = request.details
-        if request.kind in (RequestKind.ACCESS, RequestKind.PORTABILITY):
-            return await self._export(tx, request, subject, effects)
-        if request.kind is RequestKind.ERASURE:
-            return await self._erase(tx, request, subject, effects)
-        if isinstance(details, RectificationDetails):
-            return await self._rectify(tx, request, subject, details, effects)
         if isinstance(details, RestrictionDetails):
             return await self._restrict(tx, request, subject, details, effects)
         if isinstance(details, ObjectionDetails):
@@ -276,12 +311,18 @@ class DsrWorker(Worker):
             return Status.COMPLETED, {"objections": outcomes}, "objection recorded"
         raise RuleViolation(f"details do not fit a {request.kind.value} request")
 
-    async def _export(
+    async def export(
         self, tx: Transaction, request: Request, subject: str, effects: Effects
     ) -> Outcome:
-        """Access and portability: one builder; the subject gets a token, never the data."""
+        """Access and portability: one builder over every source; the subject gets a token,
+        never the data."""
         portable = request.kind is RequestKind.PORTABILITY
-        data = await gather(tx, self.datamap, request.tenant_id, subject, provided_only=portable)
+        assert self.sources is not None
+        data = await gather(
+            self.sources, tx, self.datamap, request.tenant_id, subject, provided_only=portable
+        )
+        # the subject's earlier requests: this one is stored (in progress) while it runs
+        data.requests = [r for r in data.requests if r["request_id"] != request.request_id]
         doc = package.document(data, self.datamap, self.retention, request.request_id, portable)
         issued = package.seal(
             package.build_zip(doc),
@@ -358,66 +399,6 @@ class DsrWorker(Worker):
         )
         effects.audit("portability_handover_queued", subject, request_id=request.request_id)
         return "queued for the named organisation (dsr.portability_handover)"
-
-    async def _erase(
-        self, tx: Transaction, request: Request, subject: str, effects: Effects
-    ) -> Outcome:
-        result = await self.eraser.erase(
-            tx, effects, subject, request.request_id, effects.now.date()
-        )
-        if result.erased:
-            tell_recipients(
-                effects,
-                SubjectErased,
-                self.datamap,
-                request.request_id,
-                subject,
-                list(result.erased),
-                suppressed_channels=result.suppressed_channels,
-            )
-        if result.complete:
-            return Status.COMPLETED, result.summary(), "all personal information erased"
-        held = ", ".join(f"{t} ({h.name})" for t, h in sorted(result.held.items()))
-        return (
-            Status.PARTIALLY_COMPLETED,
-            result.summary(),
-            f"kept and restricted under retention duties: {held}",
-        )
-
-    async def _rectify(
-        self,
-        tx: Transaction,
-        request: Request,
-        subject: str,
-        details: RectificationDetails,
-        effects: Effects,
-    ) -> Outcome:
-        result = await rights.rectify(
-            tx,
-            effects,
-            self.datamap,
-            self.key,
-            subject,
-            details.corrections,
-            insist=details.insist,
-            request_id=request.request_id,
-        )
-        if result.applied:
-            tell_recipients(
-                effects,
-                SubjectRectified,
-                self.datamap,
-                request.request_id,
-                subject,
-                list(result.tables),
-                result.applied,
-            )
-        outcome = {"applied": result.applied, "refused": result.refused}
-        if not result.refused:
-            return Status.COMPLETED, outcome, "corrections made"
-        if result.applied:
-            return Status.PARTIALLY_COMPLETED, outcome, "some corrections refused"
-        return Status.REFUSED, outcome, "no correction could be made"
 
     async def _restrict(
         self,
@@ -539,8 +520,20 @@ class DsrWorker(Worker):
         request = await load(tx, tenant_id, request_id)
         if request is None:
             raise NotYetKnown("no request with this id has been received yet")
-        await replies.refresh(tx, request, self.keys.notice)
+        await self.refresh(tx, request)
         return request
+
+    async def refresh(self, tx: Transaction, request: Request) -> None:
+        """Where the request's answers go now (``workers/dsr/replies.py``), from the source
+        holding the contact points; while that source is unavailable, the addresses kept
+        with the request when it arrived (that copy is kept for this)."""
+        try:
+            async with self.source_tx("contact_points", tx) as contacts:
+                await replies.refresh(contacts, request, self.keys.notice)
+        except RetryableError:
+            if self.datamap.source_of("contact_points") == EMBEDDED:
+                raise  # privacyops' own store: the transaction itself is in trouble
+            request.addresses = replies.kept(request, self.keys.notice)
 
     @staticmethod
     def _notify(

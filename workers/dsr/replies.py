@@ -61,6 +61,11 @@ async def refresh(tx: Transaction, request: Request, sealer: Sealer) -> None:
     request.addresses = {**kept, **await current(tx, request.tenant_id, request.subject_ref)}
 
 
+def kept(request: Request, sealer: Sealer) -> dict[NoticeChannel, str]:
+    """The addresses kept with the request when it arrived (its contact source is down)."""
+    return _open(sealer, request.reply_addresses)
+
+
 def notify(
     effects: Effects,
     request: Request,

@@ -87,9 +87,19 @@ async def rectify(
     *,
     insist: bool,
     request_id: str,
+    source: str,
+    uncorrectable_here: bool,
 ) -> RectificationResult:
+    """The corrections whose field lives in ``source``, made in ``tx`` (that source's
+    transaction); with ``uncorrectable_here``, also the refusals of fields that may not be
+    corrected at all (one step answers for them)."""
     result = RectificationResult()
     for correction in corrections:
+        target = datamap.correctable(correction.field)
+        if target is None and not uncorrectable_here:
+            continue
+        if target is not None and datamap.source_of(target[0]) != source:
+            continue
         reason = await _apply(tx, effects, datamap, digest_key, subject_ref, correction, result)
         if reason is None:
             continue
@@ -143,7 +153,7 @@ async def _apply(
     row = await tx.fetchone(f"SELECT {column} FROM {table} {where} LIMIT 1", params)
     if row is None:
         return "no such record is held"
-    effects.write(f"UPDATE {table} SET {column} = ? {where}", (correction.value, *params))
+    await tx.execute(f"UPDATE {table} SET {column} = ? {where}", (correction.value, *params))
     if table == CONTACT_TABLE and row_name is not None:
         tell_old_address(effects, subject_ref, row_name, str(row[0]))
     effects.audit(

@@ -53,6 +53,8 @@ FINAL = frozenset({Status.COMPLETED, Status.PARTIALLY_COMPLETED, Status.REFUSED}
 NEEDS_VERIFICATION = frozenset(
     {RequestKind.ACCESS, RequestKind.PORTABILITY, RequestKind.ERASURE, RequestKind.RECTIFICATION}
 )
+#: Rights whose steps read every data source and build one package (issue 13).
+READING = frozenset({RequestKind.ACCESS, RequestKind.PORTABILITY})
 DUE_SOON = timedelta(days=7)
 #: PAIA s56 (answer) and s57 (one extension): 30 days each.
 PAIA_PERIOD = timedelta(days=30)

@@ -10,6 +10,8 @@
 * Privacyops' own records of an erased subject: notices still on their way at
   the erasure are reduced once delivered; the files of expired or revoked
   export packages are deleted (``workers.dsr.forget``).
+* Steps waiting on a data source (``workers/dsr/steps.py``) run when due: the
+  running service does so by itself; ``privacyops holds sweep`` does it for cron.
 * Restrictions whose lifting was announced are lifted after the notice period
   (POPIA s14(8)), and the recipients are told (``subject.restriction_lifted``,
   GDPR art 19).
@@ -30,11 +32,12 @@ from infra.keys import Sealer
 from infra.runtime.tables import NOTICE_FORGET
 from infra.runtime.worker import Effects, Sink, announce, commit_effects
 from infra.store import Store, Transaction
-from messages.dsr import DsrOverdue, DsrOverduePayload, Regime, RequestKind, SubjectErased
-from workers.dsr import replies
+from messages.dsr import DsrOverdue, DsrOverduePayload, Regime, RequestKind
+from workers.dsr import replies, steps
+from workers.dsr.erasure import ErasureResult
 from workers.dsr.forget import FORGOTTEN, forget_subject
-from workers.dsr.recipients import tell_lifted, tell_recipients
-from workers.dsr.requests import load
+from workers.dsr.recipients import tell_lifted
+from workers.dsr.requests import Request, load
 from workers.dsr.rules import Status, deadline_state, local_date
 
 if TYPE_CHECKING:
@@ -45,11 +48,16 @@ OPEN_REQUESTS = (
     " WHERE status NOT IN ('completed', 'partially_completed', 'refused')"
 )
 DUE_ERASURES = (
-    "SELECT DISTINCT d.tenant_id, d.subject_ref, d.request_id FROM deferred_erasures d"
-    " WHERE d.run_after <= ? OR (d.run_after IS NULL AND NOT EXISTS (SELECT 1 FROM accounts a"
-    " WHERE a.tenant_id = d.tenant_id AND a.subject_ref = d.subject_ref AND a.status = 'open'))"
-    " LIMIT ?"
+    "SELECT d.tenant_id, d.subject_ref, d.request_id, min(d.run_after) FROM deferred_erasures d"
+    " WHERE (d.run_after <= ? OR d.run_after IS NULL) AND NOT EXISTS (SELECT 1 FROM dsr_steps s"
+    " WHERE s.tenant_id = d.tenant_id AND s.request_id = d.request_id"
+    " AND s.status IN ('pending', 'running'))"
+    " GROUP BY d.tenant_id, d.subject_ref, d.request_id LIMIT ?"
 )
+OPEN_ACCOUNTS = (
+    "SELECT count(*) FROM accounts WHERE tenant_id = ? AND subject_ref = ? AND status = 'open'"
+)
+LAST_ROUND = "SELECT max(round) FROM dsr_steps WHERE tenant_id = ? AND request_id = ?"
 FOLLOWUPS_DONE = (
     "SELECT f.tenant_id, f.notice_id, f.subject_ref FROM erasure_followups f"
     " JOIN notification_outbox o ON o.tenant_id = f.tenant_id AND o.notice_id = f.notice_id"
@@ -71,15 +79,19 @@ class SweepReport:
     lifted: int
     notices_reduced: int = 0
     packages_deleted: int = 0
+    steps_resumed: int = 0
 
 
 async def run_all(worker: DsrWorker, store: Store, sink: Sink | None, now: datetime) -> SweepReport:
+    if worker.runner is None:  # a command (``holds sweep``), not a running service
+        worker.attach(store, sink)
     return SweepReport(
         flagged=await sweep_deadlines(worker, store, sink, now),
         erasures_run=await sweep_holds(worker, store, sink, now),
         lifted=await sweep_lifts(worker, store, sink, now),
         notices_reduced=await sweep_followups(store, now),
         packages_deleted=await sweep_packages(store, sink, now),
+        steps_resumed=await worker.runner.run_due(now) if worker.runner else 0,
     )
 
 
@@ -152,7 +164,7 @@ async def sweep_deadlines(worker: DsrWorker, store: Store, sink: Sink | None, no
             )
             effects.audit(f"dsr_{state}", None, request_id=rid, due_on=due, status=status)
             if deemed:
-                await _deemed_refused(tx, effects, tenant, rid, worker.keys.notice)
+                await _deemed_refused(worker, tx, effects, tenant, rid, worker.keys.notice)
             tx.stage_all(effects.writes)
             flagged.append(effects)
     announce(sink, *flagged)
@@ -160,13 +172,14 @@ async def sweep_deadlines(worker: DsrWorker, store: Store, sink: Sink | None, no
 
 
 async def _deemed_refused(
-    tx: Transaction, effects: Effects, tenant: str, rid: str, sealer: Sealer
+    worker: DsrWorker, tx: Transaction, effects: Effects, tenant: str, rid: str, sealer: Sealer
 ) -> None:
     """PAIA s58: an access request not answered in time is refused; tell the subject so."""
     request = await load(tx, tenant, rid)
     if request is None:
         return
-    await replies.refresh(tx, request, sealer)
+    async with worker.source_tx("contact_points", tx) as contacts:
+        await replies.refresh(contacts, request, sealer)
     request.note("deemed refused (PAIA s58): the subject was told, with their remedies")
     replies.notify(
         effects,
@@ -181,46 +194,53 @@ async def _deemed_refused(
 async def sweep_holds(
     worker: DsrWorker, store: Store, sink: Sink | None, now: datetime, limit: int = 500
 ) -> int:
+    """Deferred erasures whose hold expired (or whose open debts may have closed) run again:
+    a new round of steps, one per data source (``workers/dsr/steps.py``), run now."""
     async with store.transaction() as tx:
         due = await tx.fetchall(DUE_ERASURES, (now.date().isoformat(), limit))
-    for tenant, subject, request_id in due:
+    rounds: list[tuple[str, str, int]] = []
+    for tenant, subject, request_id, run_after in due:
+        if run_after is None and await _debts_open(worker, store, tenant, subject):
+            continue
         effects = Effects.standalone(
-            "dsr",
-            tenant,
-            actor="sweep:holds",
-            correlation_id=request_id,
-            now=now,
-            sealer=worker.keys.notice,
+            "dsr", tenant, actor="sweep:holds", correlation_id=request_id, now=now
         )
         async with store.transaction() as tx:
-            result = await worker.eraser.erase(tx, effects, subject, request_id, now.date())
-            if result.erased:
-                tell_recipients(
-                    effects,
-                    SubjectErased,
-                    worker.datamap,
-                    request_id,
-                    subject,
-                    list(result.erased),
-                    suppressed_channels=result.suppressed_channels,
-                )
-            request = await load(tx, tenant, request_id)
-            if result.complete and request and request.status is Status.PARTIALLY_COMPLETED:
-                # The contact points are gone: the answer goes to the address kept with it.
-                await replies.refresh(tx, request, worker.keys.notice)
-                request.move(Status.COMPLETED, "deferred erasure ran after the holds expired")
-                request.outcome = {**(request.outcome or {}), "deferred": result.summary()}
-                context = worker.answer(
-                    request, Status.COMPLETED, result.summary(), "held data erased"
-                )
-                replies.notify(effects, request, "dsr_completed", context)
-            if result.complete:
-                await forget_subject(tx, effects, worker.key, subject, request)
-                if request is not None:
-                    request.save(effects, "")
+            await tx.lock(f"dsr:request:{tenant}:{request_id}")
+            row = await tx.fetchone(LAST_ROUND, (tenant, request_id))
+            round_ = int(row[0]) + 1 if row and row[0] is not None else 1
+            steps.plan(effects, request_id, round_, worker.datamap.sources())
             tx.stage_all(effects.writes)
         announce(sink, effects)
-    return len(due)
+        rounds.append((tenant, request_id, round_))
+    assert worker.runner is not None
+    for tenant, request_id, round_ in rounds:
+        await worker.runner.run_round(tenant, request_id, round_)
+    return len(rounds)
+
+
+async def _debts_open(worker: DsrWorker, store: Store, tenant: str, subject: str) -> bool:
+    """Whether the subject still has an open account, as the accounts' source holds it."""
+    async with store.transaction() as tx, worker.source_tx("accounts", tx) as accounts:
+        row = await accounts.fetchone(OPEN_ACCOUNTS, (tenant, subject))
+    return bool(row and row[0])
+
+
+async def deferred_done(
+    worker: DsrWorker, tx: Transaction, request: Request, result: ErasureResult, effects: Effects
+) -> None:
+    """A deferred erasure's round is over: once nothing is held the request is completed and
+    told, and privacyops' own records of the subject are reduced."""
+    subject = request.subject_ref
+    assert subject is not None
+    if result.complete and request.status is Status.PARTIALLY_COMPLETED:
+        # The contact points are gone: the answer goes to the address kept with it.
+        request.move(Status.COMPLETED, "deferred erasure ran after the holds expired")
+        request.outcome = {**(request.outcome or {}), "deferred": result.summary()}
+        context = worker.answer(request, Status.COMPLETED, result.summary(), "held data erased")
+        replies.notify(effects, request, "dsr_completed", context)
+    if result.complete:
+        await forget_subject(tx, effects, worker.key, subject, request)
 
 
 async def sweep_lifts(worker: DsrWorker, store: Store, sink: Sink | None, now: datetime) -> int:

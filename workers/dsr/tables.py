@@ -5,7 +5,9 @@
 * ``dsr_packages``: access and portability packages, by token digest;
 * ``processing_flags``: objections recorded per purpose;
 * ``deferred_erasures``: what a retention hold kept back, for the hold sweep;
-* ``erasure_followups``: notices of an erased subject to reduce once delivered.
+* ``erasure_followups``: notices of an erased subject to reduce once delivered;
+* ``dsr_steps``: a request's work per data source, recorded before and after each step
+  (``workers/dsr/steps.py``), so an unavailable source or a crash resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -126,6 +128,27 @@ REPLY_ADDRESSES = """
 ALTER TABLE dsr_requests ADD COLUMN reply_addresses TEXT;
 """
 
+#: One row per request, round (0: the request; 1, 2...: deferred erasures run by the hold
+#: sweep) and data source: pending -> running (recorded before the source's transaction)
+#: -> done or failed (recorded after it), with the attempts and the last error's reason.
+STEPS = """
+CREATE TABLE dsr_steps (
+    tenant_id   TEXT NOT NULL,
+    request_id  TEXT NOT NULL,
+    round       INTEGER NOT NULL,
+    source      TEXT NOT NULL,
+    status      TEXT NOT NULL CHECK (status IN ('pending', 'running', 'done', 'failed')),
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    next_at     TEXT NOT NULL,
+    started_at  TEXT,
+    finished_at TEXT,
+    outcome     TEXT,
+    error       TEXT,
+    PRIMARY KEY (tenant_id, request_id, round, source)
+) WITHOUT ROWID;
+CREATE INDEX dsr_steps_waiting ON dsr_steps (status, next_at);
+"""
+
 DSR = Schema(
     "dsr",
     (
@@ -134,6 +157,7 @@ DSR = Schema(
         Migration(3, "requests: who verified, how, when", portable(VERIFICATION)),
         Migration(4, "notices to reduce after an erasure", portable(ERASURE_FOLLOWUPS)),
         Migration(5, "requests: where answers go, sealed", portable(REPLY_ADDRESSES)),
+        Migration(6, "requests: steps per data source", portable(STEPS)),
     ),
 )
 

@@ -11,7 +11,8 @@ import asyncio
 import sys
 
 from infra.cli import EXIT_OK, EXIT_USAGE, App, SubParsers
-from workers.platform.seed import seed
+from infra.sources import Sources
+from workers.platform.seed import seed, seed_source
 
 
 def register(sub: SubParsers) -> None:
@@ -19,6 +20,11 @@ def register(sub: SubParsers) -> None:
     seeder.add_argument("--tenants", default="acme", help="comma-separated tenant ids")
     seeder.add_argument("--debtors", type=int, default=1_000)
     seeder.add_argument("--seed", type=int, default=1)
+    seeder.add_argument(
+        "--source",
+        help="a data source named in PRIVACYOPS_SOURCES: create the platform's tables there "
+        "(if missing) and fill them, instead of the embedded store",
+    )
     seeder.set_defaults(handler=_seed)
 
 
@@ -28,9 +34,20 @@ def _seed(args: argparse.Namespace, app: App) -> int:
         print("privacyops: --debtors must be positive and --tenants non-empty", file=sys.stderr)
         return EXIT_USAGE
 
+    if args.source and args.source not in app.settings.sources:
+        print(f"privacyops: no source {args.source!r} in PRIVACYOPS_SOURCES", file=sys.stderr)
+        return EXIT_USAGE
+
     async def run() -> int:
         async with app.session(migrate=True) as opened:
-            return await seed(opened.store, tenants, args.debtors, args.seed)
+            if not args.source:
+                return await seed(opened.store, tenants, args.debtors, args.seed)
+            sources = Sources(app.settings, opened.store)
+            try:
+                target = await sources.store(args.source)
+                return await seed_source(target, tenants, args.debtors, args.seed)
+            finally:
+                await sources.close()
 
     written = asyncio.run(run())
     print(f"seeded {args.debtors} debtor(s) per tenant for {', '.join(tenants)}: {written} rows")

@@ -12,7 +12,9 @@ from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 
 from infra.store import Store
+from infra.store.migrations import to_postgresql
 from messages.dsr import luhn_ok
+from workers.platform.tables import SOURCE_TABLES
 
 FIRST = [
     "Thandi",
@@ -194,3 +196,12 @@ async def seed(store: Store, tenants: list[str], debtors: int, seed_value: int =
                         tx.stage(INSERTS[table], row)
                     written += len(rows)
     return written
+
+
+async def seed_source(store: Store, tenants: list[str], debtors: int, seed_value: int = 1) -> int:
+    """A platform database of its own (a data source, issue 13): its tables created if
+    missing (``SOURCE_TABLES``), then filled like the embedded store; rows written."""
+    ddl = SOURCE_TABLES if store.dialect == "sqlite" else to_postgresql(SOURCE_TABLES)
+    async with store.transaction() as tx:
+        await tx.execute_script(ddl)
+    return await seed(store, tenants, debtors, seed_value)

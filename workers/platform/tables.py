@@ -174,6 +174,76 @@ PLATFORM = Schema(
     ),
 )
 
+#: The platform's personal-data tables as a platform database of its own holds them
+#: (``privacyops seed --source NAME``; issue 13): the data map's tables at their current
+#: shape, without privacyops' marks (restrictions and suppression stay in privacyops' store).
+SOURCE_TABLES = """
+CREATE TABLE IF NOT EXISTS debtors (
+    tenant_id     TEXT NOT NULL,
+    subject_ref   TEXT NOT NULL,
+    first_name    TEXT,
+    last_name     TEXT,
+    id_number     TEXT,
+    date_of_birth TEXT,
+    created_at    TEXT NOT NULL,
+    PRIMARY KEY (tenant_id, subject_ref)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS debtors_id_number ON debtors (tenant_id, id_number);
+CREATE TABLE IF NOT EXISTS contact_points (
+    id          INTEGER PRIMARY KEY,
+    tenant_id   TEXT NOT NULL,
+    subject_ref TEXT NOT NULL,
+    kind        TEXT NOT NULL,
+    value       TEXT NOT NULL,
+    is_primary  INTEGER NOT NULL DEFAULT 1
+);
+CREATE INDEX IF NOT EXISTS contact_points_subject ON contact_points (tenant_id, subject_ref);
+CREATE TABLE IF NOT EXISTS accounts (
+    account_id      TEXT NOT NULL,
+    tenant_id       TEXT NOT NULL,
+    subject_ref     TEXT NOT NULL,
+    creditor        TEXT NOT NULL,
+    reference       TEXT NOT NULL,
+    debt_type       TEXT NOT NULL DEFAULT 'ordinary',
+    balance_cents   INTEGER NOT NULL,
+    status          TEXT NOT NULL
+        CHECK (status IN ('open', 'closed', 'written_off', 'prescribed')),
+    opened_on       TEXT NOT NULL,
+    closed_on       TEXT,
+    last_payment_on TEXT,
+    judgment_on     TEXT,
+    PRIMARY KEY (tenant_id, account_id)
+);
+CREATE INDEX IF NOT EXISTS accounts_subject ON accounts (tenant_id, subject_ref);
+CREATE TABLE IF NOT EXISTS payments (
+    tenant_id      TEXT NOT NULL,
+    subject_ref    TEXT NOT NULL,
+    account_id     TEXT NOT NULL,
+    amount_cents   INTEGER NOT NULL,
+    paid_on        TEXT NOT NULL,
+    method         TEXT NOT NULL,
+    bank_reference TEXT
+);
+CREATE INDEX IF NOT EXISTS payments_subject ON payments (tenant_id, subject_ref);
+CREATE TABLE IF NOT EXISTS communications (
+    tenant_id   TEXT NOT NULL,
+    subject_ref TEXT NOT NULL,
+    channel     TEXT NOT NULL,
+    sent_at     TEXT NOT NULL,
+    summary     TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS communications_subject ON communications (tenant_id, subject_ref);
+CREATE TABLE IF NOT EXISTS notes (
+    tenant_id   TEXT NOT NULL,
+    subject_ref TEXT NOT NULL,
+    author      TEXT NOT NULL,
+    written_at  TEXT NOT NULL,
+    body        TEXT NOT NULL,
+    account_id  TEXT
+);
+CREATE INDEX IF NOT EXISTS notes_subject ON notes (tenant_id, subject_ref);
+"""
+
 #: The scope of a restriction that covers all of a subject's data.
 ALL = "*"
 

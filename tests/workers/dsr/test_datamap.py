@@ -11,6 +11,7 @@ from pathlib import Path
 from config.datamap import CONFIG_DIR, DataMap, load_datamap, load_retention
 from config.settings import Settings
 from infra.runtime.worker import Effects
+from infra.sources import Sources
 from infra.store import Store
 from tests.support.helpers import migrated_store
 from workers.dsr.erasure import Eraser
@@ -53,7 +54,9 @@ async def _erase_field_visits(store: Store, datamap: DataMap) -> None:
             await tx.execute(
                 "INSERT INTO field_visits VALUES (?, ?, '2026-01-02', '1 Long St')", (tenant, ref)
             )
-        data = await gather(tx, datamap, "acme", "d-1", provided_only=False)
+        data = await gather(
+            Sources(plain_settings(store), store), tx, datamap, "acme", "d-1", provided_only=False
+        )
     assert data.tables["field_visits"] == [
         {"visited_on": "2026-01-02", "address_seen": "1 Long St"}
     ]
@@ -61,12 +64,17 @@ async def _erase_field_visits(store: Store, datamap: DataMap) -> None:
     assert datamap.correctable("field_visits.address_seen") is not None
 
     effects = Effects.standalone("dsr", "acme", actor="test")
+    eraser = Eraser(datamap, load_retention(), b"k" * 32)
     async with store.transaction() as tx:
-        result = await Eraser(datamap, load_retention(), b"k" * 32).erase(
-            tx, effects, "d-1", "r-1", datetime.now(UTC).date()
-        )
+        holds = eraser.holds("acme", [], datetime.now(UTC).date())
+        result = await eraser.erase_in_source(tx, "acme", "d-1", ["field_visits"], holds)
+        eraser.record(effects, "d-1", "r-1", ["field_visits"], result, holds)
         tx.stage_all(effects.writes)
     assert result.erased == {"field_visits": 1}
+
+
+def plain_settings(store: Store) -> Settings:
+    return Settings(db_encryption="none")
 
 
 def test_cli_seed_list_and_show(tmp_path: Path) -> None:
