@@ -9,16 +9,12 @@ import sys
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
-from uuid import uuid4
 
 from config import tenants as tenant_config
 from config.secrets import write_private
 from infra.cli import App, SubParsers
-from infra.runtime.audit import report
-from infra.runtime.worker import Effects
 from infra.store import Store
-from messages.errors import RuleViolation
-from workers.dsr import package
+from workers.dsr import downloads
 from workers.dsr.handlers import DsrWorker
 from workers.dsr.rules import deadline_state, local_date
 from workers.dsr.sweeps import run_all
@@ -156,56 +152,24 @@ def _package(args: argparse.Namespace, app: App) -> int:
         raise ValueError("give the download code on standard input")
     if args.out.exists():
         raise ValueError(f"{args.out} exists; write to a new file")
-    digest = package.token_digest(code)
+    reviewed = _reviewed(app, args.tenant)
 
-    async def claim() -> tuple[str, bytes]:
+    async def claim() -> downloads.Handed:
         async with app.session(broker=True) as opened:
-            _, publisher = opened.require_broker()
-            now = datetime.now(UTC)
-            async with opened.store.transaction() as tx:
-                row = await tx.fetchone(
-                    "SELECT path, expires_at, request_id, subject_ref, downloaded_at"
-                    " FROM dsr_packages WHERE tenant_id = ? AND token_digest = ?",
-                    (args.tenant, digest),
-                )
-            if row is None:
-                raise RuleViolation("no package for this code")
-            path, expires_at, request_id, subject_ref, downloaded_at = row
-            if downloaded_at is not None:
-                raise RuleViolation("this download code was used already")
-            if datetime.fromisoformat(expires_at) <= now:
-                raise RuleViolation("the download code has expired")
-            report_id = uuid4()
-            effects = Effects.standalone(
-                "dsr", args.tenant, actor=f"operator:{app.settings.operator}", now=now
+            actor = f"operator:{app.settings.operator}"
+            return await downloads.claim(
+                opened, args.tenant, code, actor, datetime.now(UTC), reviewed=reviewed
             )
-            effects.message_id = request_id
-            effects.correlation_id = str(report_id)
-            effects.audit("package_downloaded", subject_ref, request_id=request_id)
-            async with opened.store.transaction() as tx:
-                taken = await tx.execute(
-                    "UPDATE dsr_packages SET downloaded_at = ? WHERE tenant_id = ?"
-                    " AND token_digest = ? AND downloaded_at IS NULL",
-                    (now.isoformat(), args.tenant, digest),
-                )
-                if taken != 1:
-                    raise RuleViolation("this download code was used already")
-                tx.stage_all(effects.writes)
-            await report(
-                publisher,
-                opened.names,
-                args.tenant,
-                "package_downloaded",
-                subject_ref,
-                request_id,
-                report_id=report_id,
-            )
-            return str(request_id), package.unseal(Path(path), opened.keys.export)
 
-    request_id, zipped = asyncio.run(claim())
-    write_private(args.out, zipped)
-    print(f"wrote {args.out} (request {request_id})")
+    handed = asyncio.run(claim())
+    write_private(args.out, handed.zipped)
+    print(f"wrote {args.out} (request {handed.request_id})")
     return 0
+
+
+def _reviewed(app: App, tenant_id: str) -> bool:
+    profile = tenant_config.from_settings(app.settings).profile(tenant_id)
+    return bool(profile and profile.package_review)
 
 
 def _sweep(args: argparse.Namespace, app: App) -> int:
