@@ -193,7 +193,7 @@ class Settings(BaseSettings):
 
     # The web console and the subject download page (infra/console, workers/console)
     console_host: str = Field(
-        "127.0.0.1", description="Console binding; loopback by default (admins reach it by SSH/VPN)."
+        "127.0.0.1", description="Console binding; loopback by default (reach it by SSH or VPN)."
     )
     console_port: int = Field(8480, ge=0, le=65_535, description="Console port; 0 picks one.")
     console_session_hours: float = Field(8.0, gt=0, le=24 * 7, description="Login lifetime.")

@@ -165,7 +165,9 @@ async def session(store: Store, token: str, now: datetime) -> LoggedIn | None:
     expires = datetime.fromisoformat(str(expires_at))
     if expires <= now:
         return None
-    return LoggedIn(Admin(str(name), str(role), tuple(json.loads(scope))), token, str(csrf), expires)
+    return LoggedIn(
+        Admin(str(name), str(role), tuple(json.loads(scope))), token, str(csrf), expires
+    )
 
 
 async def logout(store: Store, token: str) -> None:

@@ -72,7 +72,8 @@ class Console:
 
 
 CONSOLE = web.AppKey("console", Console)
-LOGIN = "po_login_state"
+#: The request's live session, set by ``_guard``.
+LOGIN = web.RequestKey("login", LoggedIn)
 
 
 def templates(directories: Sequence[Path]) -> Environment:
@@ -93,7 +94,7 @@ def build(
     template_dirs: Sequence[Path],
 ) -> web.Application:
     """The console application: generic routes, then each section's."""
-    app = web.Application(middlewares=[_headers, _errors, _guard], client_max_size=64 * 1024)
+    app = web.Application(middlewares=[harden, _errors, _guard], client_max_size=64 * 1024)
     app[CONSOLE] = Console(
         settings,
         opened,
@@ -116,8 +117,7 @@ def console_of(request: web.Request) -> Console:
 
 
 def current(request: web.Request) -> LoggedIn:
-    login: LoggedIn = request[LOGIN]
-    return login
+    return request[LOGIN]
 
 
 def operator(request: web.Request) -> Admin:
@@ -176,7 +176,7 @@ async def audit(
 
 
 @web.middleware
-async def _headers(request: web.Request, handler: Handler) -> web.StreamResponse:
+async def harden(request: web.Request, handler: Handler) -> web.StreamResponse:
     """No caching of pages with personal data, no framing, no scripts, no referrer."""
     try:
         response = await handler(request)
