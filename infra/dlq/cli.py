@@ -179,7 +179,7 @@ async def _list(args: argparse.Namespace, ctx: Context) -> int:
         if depth is None:
             continue
         depths.append({"queue": ctx.admin.names.dlq(worker), "worker": worker, "depth": depth})
-        await ctx.admin.cycle(worker, _collect(ctx.selection, matched))
+        await ctx.admin.cycle(worker, collect(ctx.selection, matched))
     now = datetime.now(UTC)
     rows = [letter.summary(now) for letter in matched]
     if args.json:
@@ -189,7 +189,7 @@ async def _list(args: argparse.Namespace, ctx: Context) -> int:
     return EXIT_OK if rows else EXIT_NOTHING
 
 
-def _collect(selection: Selection, into: list[DeadLetter]) -> Callable[[DeadLetter], Any]:
+def collect(selection: Selection, into: list[DeadLetter]) -> Callable[[DeadLetter], Any]:
     async def decide(letter: DeadLetter) -> Verdict:
         if selection.matches(letter):
             into.append(letter)
@@ -229,7 +229,7 @@ async def _show(args: argparse.Namespace, ctx: Context) -> int:
     found: list[DeadLetter] = []
     wanted = Selection(ids=frozenset([args.id]))
     for worker in ctx.workers:
-        await ctx.admin.cycle(worker, _collect(wanted, found))
+        await ctx.admin.cycle(worker, collect(wanted, found))
     if not found:
         print(f"privacyops: no dead letter with id {args.id}", file=sys.stderr)
         return EXIT_NOTHING
@@ -239,13 +239,14 @@ async def _show(args: argparse.Namespace, ctx: Context) -> int:
             await ctx.admin.audit(
                 "dlq_revealed", letter, queue=ctx.admin.names.dlq(letter.worker), reason=reason
             )
-    views = [_view(letter, args.reveal) for letter in found]
+    views = [view(letter, args.reveal) for letter in found]
     for view in views:
         ctx.print(json.dumps(view, indent=None if args.json else 2, default=str))
     return EXIT_OK
 
 
-def _view(letter: DeadLetter, reveal: bool) -> dict[str, Any]:
+def view(letter: DeadLetter, reveal: bool) -> dict[str, Any]:
+    """A dead letter for an admin's eyes: masked unless ``reveal`` (the console shows the same)."""
     view = letter.summary(datetime.now(UTC))
     view.update(
         first_failure=letter.first_failure.isoformat() if letter.first_failure else None,

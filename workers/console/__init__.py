@@ -17,11 +17,16 @@ from pathlib import Path
 from config.settings import Settings
 from infra.console.web import Listener, Section, build
 from infra.runtime.session import Session
-from workers.console import requests
+from workers.console import consent, deadletters, incidents, requests
 from workers.console.download import DownloadPage
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
-SECTIONS: tuple[Section, ...] = (requests.SECTION,)
+SECTIONS: tuple[Section, ...] = (
+    requests.SECTION,
+    incidents.SECTION,
+    deadletters.SECTION,
+    consent.SECTION,
+)
 
 
 @dataclass(frozen=True)

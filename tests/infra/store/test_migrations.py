@@ -60,6 +60,7 @@ async def test_a_store_from_before_versions_is_refused_then_migrated_and_used(
         assert {s.component: s.state for s in await migrations.status(store, components)} == {
             "runtime": "behind",
             "platform": "behind",
+            "console": "behind",
             "consent": "behind",
             "dsr": "behind",
             "notifier": "behind",
