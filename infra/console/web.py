@@ -23,7 +23,7 @@ from __future__ import annotations
 import hmac
 import secrets
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -68,7 +68,8 @@ class Console:
     sections: Sequence[Section]
     templates: Environment
     logins: RateLimiter
-    extras: dict[str, Any] = field(default_factory=dict)
+    #: Every registered worker's name (the dead-letter queues to show).
+    worker_names: tuple[str, ...] = ()
 
 
 CONSOLE = web.AppKey("console", Console)
@@ -92,6 +93,7 @@ def build(
     opened: Session,
     sections: Sequence[Section],
     template_dirs: Sequence[Path],
+    worker_names: Sequence[str] = (),
 ) -> web.Application:
     """The console application: generic routes, then each section's."""
     app = web.Application(middlewares=[harden, _errors, _guard], client_max_size=64 * 1024)
@@ -101,6 +103,7 @@ def build(
         sections,
         templates(template_dirs),
         RateLimiter(settings.console_login_attempts, WINDOW_S),
+        tuple(worker_names),
     )
     app.router.add_get("/", _home)
     app.router.add_get("/login", _login_form)
@@ -219,6 +222,8 @@ def _error(request: web.Request, status: int, exc: PrivacyOpsError) -> web.Respo
 @web.middleware
 async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     """A live session for everything but the login page and the stylesheet; CSRF on POST."""
+    if request.path == "/favicon.ico":
+        raise web.HTTPNotFound()
     if request.path.startswith("/static/") or request.path == "/login":
         return await handler(request)
     console = console_of(request)
@@ -258,7 +263,7 @@ async def _home(request: web.Request) -> web.StreamResponse:
 
 
 async def _login_form(request: web.Request, status: int = 200, error: str = "") -> web.Response:
-    state = secrets.token_urlsafe(24)
+    state = form_state(request, LOGIN_COOKIE)
     response = render(request, "login.html", status, login_csrf=state, error=error)
     response.set_cookie(
         LOGIN_COOKIE,
@@ -270,6 +275,13 @@ async def _login_form(request: web.Request, status: int = 200, error: str = "") 
         max_age=3600,
     )
     return response
+
+
+def form_state(request: web.Request, cookie: str) -> str:
+    """The pre-login form token: the browser's own if it has one (a second tab, or a
+    stray request sent to the login page, must not void the form on screen), else new."""
+    given = request.cookies.get(cookie, "")
+    return given if len(given) == 32 and given.isascii() else secrets.token_urlsafe(24)
 
 
 async def _login(request: web.Request) -> web.StreamResponse:

@@ -9,7 +9,7 @@ the function the CLI calls for it (``workers/security/admin.py``,
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,10 +36,13 @@ class Running:
 
 
 @asynccontextmanager
-async def serving(settings: Settings, opened: Session) -> AsyncIterator[Running]:
+async def serving(
+    settings: Settings, opened: Session, worker_names: Sequence[str]
+) -> AsyncIterator[Running]:
     """The console and the download page, each on its own listener, until the block ends."""
     timeout = settings.shutdown_drain_s
-    console = Listener(build(settings, opened, SECTIONS, [TEMPLATES]), "console", timeout)
+    app = build(settings, opened, SECTIONS, [TEMPLATES], worker_names)
+    console = Listener(app, "console", timeout)
     download = Listener(DownloadPage(settings, opened).app(), "download page", timeout)
     await console.start(settings.console_host, settings.console_port)
     try:

@@ -111,7 +111,7 @@ def _serve(args: argparse.Namespace, app: App) -> int:
             loop.add_signal_handler(sig, stop.set)
         async with (
             app.session(broker=True, notices=True, migrate=args.migrate) as opened,
-            serving(app.settings, opened) as running,
+            serving(app.settings, opened, app.worker_names) as running,
         ):
             s = app.settings
             print(

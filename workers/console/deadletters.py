@@ -38,7 +38,8 @@ SECTION = Section("Dead letters", "/deadletters", routes)
 
 def workers(request: web.Request) -> list[str]:
     """The dead-letter queues an admin can look at: every worker's and the audit's."""
-    return list(dict.fromkeys([*console_of(request).settings.workers, AUDIT]))
+    console = console_of(request)
+    return list(dict.fromkeys([*console.settings.workers, *console.worker_names, AUDIT]))
 
 
 def _worker(request: web.Request) -> str:

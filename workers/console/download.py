@@ -13,7 +13,6 @@ per 15 minutes, then 429 even for a right code.
 from __future__ import annotations
 
 import hmac
-import secrets
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from config import tenants as tenant_config
 from config.settings import Settings
 from infra.console.limits import RateLimiter
 from infra.console.web import HERE as CONSOLE_STATIC_ROOT
-from infra.console.web import WINDOW_S, harden, templates
+from infra.console.web import WINDOW_S, form_state, harden, templates
 from infra.runtime.session import Session
 from messages.errors import RuleViolation
 from workers.dsr import downloads
@@ -50,9 +49,11 @@ class DownloadPage:
         app.router.add_static("/static", CONSOLE_STATIC_ROOT / "static")
         return app
 
-    def _page(self, tenant: str, status: int, message: str = "") -> web.Response:
+    def _page(
+        self, request: web.Request, tenant: str, status: int, message: str = ""
+    ) -> web.Response:
         profile = self.directory.profile(tenant)
-        state = secrets.token_urlsafe(24)
+        state = form_state(request, COOKIE)
         text = self.templates.get_template("download.html").render(
             tenant=tenant,
             name=profile.display_name if profile else tenant,
@@ -78,18 +79,20 @@ class DownloadPage:
         return response
 
     async def form(self, request: web.Request) -> web.Response:
-        return self._page(request.match_info["tenant"], 200)
+        return self._page(request, request.match_info["tenant"], 200)
 
     async def collect(self, request: web.Request) -> web.StreamResponse:
         tenant = request.match_info["tenant"]
         form = await request.post()
         given, expected = str(form.get("state", "")), request.cookies.get(COOKIE, "")
         if not given or not hmac.compare_digest(given.encode(), expected.encode()):
-            return self._page(tenant, 403, "The form expired. Please enter the code again.")
+            return self._page(
+                request, tenant, 403, "The form expired. Please enter the code again."
+            )
         key = request.remote or "unknown"
         if self.limiter.blocked(key):
             log.warning("download_limited", tenant=tenant)
-            return self._page(tenant, 429, "Too many wrong codes. Please try again later.")
+            return self._page(request, tenant, 429, "Too many wrong codes. Please try again later.")
         code = str(form.get("code", "")).strip()[:200]
         try:
             handed = await downloads.claim(
@@ -102,6 +105,7 @@ class DownloadPage:
             )
         except downloads.AwaitingReview:
             return self._page(
+                request,
                 tenant,
                 409,
                 "Your information is being checked before release. "
@@ -111,7 +115,10 @@ class DownloadPage:
             self.limiter.failed(key)
             log.info("download_refused", tenant=tenant)
             return self._page(
-                tenant, 400, "This code does not open a package: it is wrong, used or expired."
+                request,
+                tenant,
+                400,
+                "This code does not open a package: it is wrong, used or expired.",
             )
         return web.Response(
             body=handed.zipped,

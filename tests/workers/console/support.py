@@ -64,7 +64,7 @@ async def world(
         now = datetime.now(UTC)
         for name, role, tenants in ADMINS:
             await accounts.add(opened.store, name, PASSWORD, role, tenants, now)
-        async with serving(settings, opened) as running:
+        async with serving(settings, opened, registry.names()) as running:
             yield World(
                 settings,
                 f"http://127.0.0.1:{running.console_port}",
