@@ -239,9 +239,8 @@ async def _show(args: argparse.Namespace, ctx: Context) -> int:
             await ctx.admin.audit(
                 "dlq_revealed", letter, queue=ctx.admin.names.dlq(letter.worker), reason=reason
             )
-    views = [view(letter, args.reveal) for letter in found]
-    for view in views:
-        ctx.print(json.dumps(view, indent=None if args.json else 2, default=str))
+    for shown in [view(letter, args.reveal) for letter in found]:
+        ctx.print(json.dumps(shown, indent=None if args.json else 2, default=str))
     return EXIT_OK
 
 
