@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import sys
 from datetime import UTC, date, datetime
@@ -17,7 +18,7 @@ from infra.store import Store
 from workers.dsr import downloads
 from workers.dsr.handlers import DsrWorker
 from workers.dsr.rules import deadline_state, local_date
-from workers.dsr.sweeps import run_all
+from workers.dsr.sweeps import SweepReport, run_all
 
 
 def register(sub: SubParsers) -> None:
@@ -26,21 +27,25 @@ def register(sub: SubParsers) -> None:
     )
     listing = dsr.add_parser("list", help="requests with status and due date")
     listing.add_argument("--overdue", action="store_true", help="only due within 7 days or late")
-    listing.add_argument("--tenant")
-    listing.add_argument("--json", action="store_true")
+    listing.add_argument("--tenant", help="only this tenant's requests")
+    listing.add_argument("--json", action="store_true", help="print JSON ([] when none)")
     listing.set_defaults(handler=_list)
     show = dsr.add_parser("show", help="one request with its transitions")
-    show.add_argument("request_id")
-    show.add_argument("--tenant")
+    show.add_argument("request_id", help="the request's id")
+    show.add_argument("--tenant", help="the request's tenant (ids may repeat across tenants)")
+    show.add_argument("--json", action="store_true", help="print JSON (the only format)")
     show.set_defaults(handler=_show)
     pkg = dsr.add_parser(
         "package", help="decrypt an access package; the download code is read from stdin"
     )
-    pkg.add_argument("tenant")
+    pkg.add_argument("tenant", help="the tenant the code was issued by")
     pkg.add_argument("--out", type=Path, required=True, help="a new file (created 0600)")
     pkg.set_defaults(handler=_package)
     holds = sub.add_parser("holds", help="retention holds")
-    holds.add_argument("action", choices=["sweep"])
+    holds.add_argument(
+        "action", choices=["sweep"], help="sweep: deadlines, deferred erasures, lifts, once"
+    )
+    holds.add_argument("--json", action="store_true", help="print the summary as JSON")
     holds.set_defaults(handler=_sweep)
 
 
@@ -88,7 +93,7 @@ def _list(args: argparse.Namespace, app: App) -> int:
                 f"{r['tenant_id']:<12} {r['request_id']:<20} {r['kind']:<14} {r['status']:<22}"
                 f" due {r['due_on']} {r['deadline'] or ''}"
             )
-    return 0 if rows else 1
+    return 0  # a query: an empty register is an answer (print [] with --json)
 
 
 def _show(args: argparse.Namespace, app: App) -> int:
@@ -176,13 +181,16 @@ def _sweep(args: argparse.Namespace, app: App) -> int:
     """One sweep now (for cron); events it records are published before it exits."""
     worker = DsrWorker(app.settings)
 
-    async def sweep() -> str:
+    async def sweep() -> SweepReport:
         async with app.session(broker=True) as opened:
-            report = await run_all(worker, opened.store, opened.outboxes, datetime.now(UTC))
-        return (
-            f"flagged {report.flagged} request(s), ran {report.erasures_run} deferred "
-            f"erasure(s), lifted {report.lifted} restriction(s)"
-        )
+            return await run_all(worker, opened.store, opened.outboxes, datetime.now(UTC))
 
-    print(asyncio.run(sweep()))
+    report = asyncio.run(sweep())
+    if args.json:
+        print(json.dumps(dataclasses.asdict(report)))
+        return 0
+    print(
+        f"flagged {report.flagged} request(s), ran {report.erasures_run} deferred "
+        f"erasure(s), lifted {report.lifted} restriction(s)"
+    )
     return 0

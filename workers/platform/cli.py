@@ -1,15 +1,18 @@
 """``privacyops seed``: fill the platform's tables with synthetic debtors (demos, benchmarks).
 
 It brings the store's schema up to date first: seeding is how a new store is
-set up for a demo, never something run against a production store.
+set up for a demo, never something run against a production store. Run twice, it
+adds only the debtors that are not there yet (nothing doubles).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
 
+from infra import progress
 from infra.cli import EXIT_OK, EXIT_USAGE, App, SubParsers
 from workers.platform.seed import seed
 
@@ -17,8 +20,13 @@ from workers.platform.seed import seed
 def register(sub: SubParsers) -> None:
     seeder = sub.add_parser("seed", help="fill the store with synthetic debtors")
     seeder.add_argument("--tenants", default="acme", help="comma-separated tenant ids")
-    seeder.add_argument("--debtors", type=int, default=1_000)
-    seeder.add_argument("--seed", type=int, default=1)
+    seeder.add_argument(
+        "--debtors", type=int, default=1_000, help="debtors per tenant (default 1000)"
+    )
+    seeder.add_argument(
+        "--seed", type=int, default=1, help="random seed: the same seed makes the same debtors"
+    )
+    seeder.add_argument("--json", action="store_true", help="print the summary as JSON")
     seeder.set_defaults(handler=_seed)
 
 
@@ -30,8 +38,15 @@ def _seed(args: argparse.Namespace, app: App) -> int:
 
     async def run() -> int:
         async with app.session(migrate=True) as opened:
-            return await seed(opened.store, tenants, args.debtors, args.seed)
+            with progress.bar("seeding debtors", args.debtors * len(tenants)) as advance:
+                return await seed(opened.store, tenants, args.debtors, args.seed, advance)
 
     written = asyncio.run(run())
-    print(f"seeded {args.debtors} debtor(s) per tenant for {', '.join(tenants)}: {written} rows")
+    if args.json:
+        print(json.dumps({"tenants": tenants, "debtors": args.debtors, "rows": written}))
+    else:
+        print(
+            f"seeded {args.debtors} debtor(s) per tenant for {', '.join(tenants)}: "
+            f"{written} new rows"
+        )
     return EXIT_OK
