@@ -104,7 +104,7 @@ async def export(request: web.Request) -> web.Response:
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=CSV_FIELDS, extrasaction="ignore")
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows({k: _cell(v) for k, v in row.items()} for row in rows)
     for tenant in sorted({r["tenant_id"] for r in rows}):
         await audit(
             request,
@@ -119,6 +119,13 @@ async def export(request: web.Request) -> web.Response:
         content_type="text/csv",
         headers={"Content-Disposition": f'attachment; filename="requests-{stamp}.csv"'},
     )
+
+
+def _cell(value: Any) -> Any:
+    """A spreadsheet must not run a cell as a formula (ids come from upstream systems)."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
 
 
 async def _request(request: web.Request) -> tuple[str, str, dict[str, Any]]:
