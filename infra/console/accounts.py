@@ -20,6 +20,7 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -118,7 +119,7 @@ async def disable(store: Store, name: str, now: datetime) -> bool:
     return changed == 1
 
 
-async def listing(store: Store) -> list[dict[str, object]]:
+async def listing(store: Store) -> list[dict[str, Any]]:
     async with store.transaction() as tx:
         rows = await tx.fetchall(tables.ADMIN_LIST)
     keys = ("name", "role", "tenants", "created_at", "disabled_at")

@@ -8,6 +8,8 @@ import io
 import json
 import logging
 
+import pytest
+
 from config.settings import Settings
 from infra import logging as plog
 from infra import security_cli
@@ -70,6 +72,7 @@ def test_every_query_command_takes_json() -> None:
         assert "--json" in options, query
 
 
+@pytest.mark.stores("sqlite")
 def test_version(settings: Settings) -> None:
     answer = run_cli(settings, "--version")
     assert answer.returncode == 0

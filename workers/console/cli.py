@@ -87,7 +87,7 @@ def _list(args: argparse.Namespace, app: App) -> int:
         print(json.dumps(rows, indent=2))
         return EXIT_OK
     for r in rows:
-        scope = ", ".join(r["tenants"]) or "all tenants"  # type: ignore[arg-type]
+        scope = ", ".join(r["tenants"]) or "all tenants"
         state = " (disabled)" if r["disabled_at"] else ""
         print(f"{r['name']:<20} {r['role']:<9} {scope}{state}")
     return EXIT_OK
@@ -110,7 +110,7 @@ def _serve(args: argparse.Namespace, app: App) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         async with (
-            app.session(broker=True, notices=True, migrate=args.migrate) as opened,
+            app.session(broker=True, migrate=args.migrate) as opened,
             serving(app.settings, opened, app.worker_names) as running,
         ):
             s = app.settings

@@ -101,7 +101,7 @@ class DownloadPage:
                 code,
                 ACTOR,
                 datetime.now(UTC),
-                reviewed=self._reviewed(tenant),
+                reviewed=downloads.reviewed(self.directory, tenant),
             )
         except downloads.AwaitingReview:
             return self._page(
@@ -128,7 +128,3 @@ class DownloadPage:
                 "Cache-Control": "no-store",
             },
         )
-
-    def _reviewed(self, tenant: str) -> bool:
-        profile = self.directory.profile(tenant)
-        return bool(profile and profile.package_review)

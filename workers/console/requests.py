@@ -27,7 +27,6 @@ from infra.console.web import (
     Section,
     audit,
     console_of,
-    current,
     operator,
     redirect,
     render,
@@ -193,8 +192,7 @@ async def detail(request: web.Request) -> web.Response:
 
 
 def _reviewed(request: web.Request, tenant: str) -> bool:
-    profile = tenant_config.from_settings(console_of(request).settings).profile(tenant)
-    return bool(profile and profile.package_review)
+    return downloads.reviewed(tenant_config.from_settings(console_of(request).settings), tenant)
 
 
 async def _document(request: web.Request, tenant: str, request_id: str) -> dict[str, Any]:
@@ -304,6 +302,3 @@ async def approve(request: web.Request) -> web.StreamResponse:
             request_id=request_id,
         )
     raise redirect(f"/requests/{tenant}/{request_id}", "package approved for release")
-
-
-__all__ = ["SECTION", "current"]

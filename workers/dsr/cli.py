@@ -157,7 +157,7 @@ def _package(args: argparse.Namespace, app: App) -> int:
         raise ValueError("give the download code on standard input")
     if args.out.exists():
         raise ValueError(f"{args.out} exists; write to a new file")
-    reviewed = _reviewed(app, args.tenant)
+    reviewed = downloads.reviewed(tenant_config.from_settings(app.settings), args.tenant)
 
     async def claim() -> downloads.Handed:
         async with app.session(broker=True) as opened:
@@ -170,11 +170,6 @@ def _package(args: argparse.Namespace, app: App) -> int:
     write_private(args.out, handed.zipped)
     print(f"wrote {args.out} (request {handed.request_id})")
     return 0
-
-
-def _reviewed(app: App, tenant_id: str) -> bool:
-    profile = tenant_config.from_settings(app.settings).profile(tenant_id)
-    return bool(profile and profile.package_review)
 
 
 def _sweep(args: argparse.Namespace, app: App) -> int:

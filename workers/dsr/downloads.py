@@ -16,6 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from uuid import uuid4
 
+from config.tenants import TenantDirectory
 from infra.console.tables import REVIEW_FIND
 from infra.runtime.audit import report
 from infra.runtime.session import Session
@@ -42,6 +43,12 @@ class AwaitingReview(RuleViolation):
 class Handed:
     request_id: str
     zipped: bytes
+
+
+def reviewed(directory: TenantDirectory, tenant_id: str) -> bool:
+    """Whether the tenant holds its packages for an admin's review (``package_review``)."""
+    profile = directory.profile(tenant_id)
+    return bool(profile and profile.package_review)
 
 
 async def approved(tx: Transaction, tenant_id: str, request_id: str) -> bool:

@@ -53,6 +53,7 @@ async def download(http: aiohttp.ClientSession, w: World, code: str) -> aiohttp.
     return answer
 
 
+@pytest.mark.stores("sqlite")  # about the server, not the store
 async def test_logged_out_sees_the_login_page_and_cannot_act(served: World) -> None:
     async with client() as http:
         async with http.get(f"{served.console}/requests", allow_redirects=False) as page:
@@ -93,6 +94,7 @@ async def test_login_sets_a_strict_httponly_cookie_and_the_list_flags_the_overdu
     assert audit == [("admin:alice",)]
 
 
+@pytest.mark.stores("sqlite")  # about the server, not the store
 async def test_a_post_without_the_session_csrf_token_is_refused(served: World) -> None:
     async with client() as http:
         assert await login(http, served, "alice") == 303
@@ -102,6 +104,7 @@ async def test_a_post_without_the_session_csrf_token_is_refused(served: World) -
     assert sql(served.settings.db_path, "SELECT * FROM console_package_reviews") == []
 
 
+@pytest.mark.stores("sqlite")  # about the server, not the store
 async def test_login_is_rate_limited_even_for_the_right_password(served: World) -> None:
     async with client() as http:
         for _ in range(served.settings.console_login_attempts):
@@ -110,6 +113,7 @@ async def test_login_is_rate_limited_even_for_the_right_password(served: World) 
         assert await login(http, served, "victor") == 303  # another name is not blocked
 
 
+@pytest.mark.stores("sqlite")  # about the server, not the store
 async def test_a_viewer_may_look_but_not_approve(served: World) -> None:
     async with client() as http:
         assert await login(http, served, "victor") == 303
@@ -164,6 +168,7 @@ async def test_the_package_waits_for_approval_then_downloads_once(served: World)
     ]
 
 
+@pytest.mark.stores("sqlite")  # about the server, not the store
 async def test_wrong_codes_are_rate_limited_then_even_the_right_one_waits(
     served: World,
 ) -> None:
