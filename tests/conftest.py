@@ -30,6 +30,7 @@ from infra.runtime.worker import Worker
 from messages.names import Names
 from tests.support import db
 from tests.support.helpers import AMQP_URL, ServiceFactory, delete_namespace
+from tests.support.rabbit_node import RabbitNode
 from workers import registry
 from workers.consent import ConsentWorker
 
@@ -49,6 +50,19 @@ def amqp_url() -> str:
             pytrace=False,
         )
     return AMQP_URL
+
+
+@pytest.fixture(scope="session")
+def rabbit_node() -> Iterator[RabbitNode]:
+    """A RabbitMQ node of the suite's own (spare ports, own name, data and cookie), for tests
+    that stop, kill or cut the broker: the machine's broker is never stopped by a test.
+    Started on first use; a test that stops its application starts it again."""
+    node = RabbitNode(prefix="privacyops-own")
+    try:
+        node.start()
+        yield node
+    finally:
+        node.close()
 
 
 STORES = tuple(os.environ.get("TEST_STORES", "sqlite,postgresql").split(","))

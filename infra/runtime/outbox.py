@@ -44,7 +44,7 @@ from pydantic import ValidationError
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential
 
 from config.settings import Settings
-from infra.rabbit import ConfirmedPublisher
+from infra.rabbit import ConfirmedPublisher, Publication
 from infra.redaction import describe_error
 from infra.runtime.tables import EVENT_PUBLISHED, EVENTS_WAITING, NOTICE_RELAYED, NOTICES_WAITING
 from infra.runtime.worker import Effects, OutboundEvent, QueuedNotice
@@ -301,19 +301,12 @@ class OutboxRelay:
                 ready.append(self._outbox.outgoing(row))
             except Invalid:
                 invalid.append(row)
-        results = await asyncio.gather(
-            *(
-                self._publisher.publish(
-                    self._outbox.exchange,
-                    o.routing_key,
-                    o.body,
-                    message_id=o.message_id,
-                    correlation_id=o.correlation_id,
-                    headers=o.headers,
-                )
+        results = await self._publisher.publish_many(
+            self._outbox.exchange,
+            [
+                Publication(o.routing_key, o.body, o.message_id, o.correlation_id, o.headers)
                 for o in ready
-            ),
-            return_exceptions=True,
+            ],
         )
         sent = [o for o, r in zip(ready, results, strict=True) if r is None]
         if sent or invalid:
@@ -325,7 +318,7 @@ class OutboxRelay:
                 self._pending.pop(key, None)
             self.published += len(sent)
         for result in results:
-            if isinstance(result, BaseException):
+            if result is not None:
                 raise result
 
     @staticmethod

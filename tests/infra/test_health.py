@@ -28,6 +28,7 @@ from tests.support.helpers import (
     store_env,
     wait_until,
 )
+from tests.support.rabbit_node import RabbitNode
 from workers import registry
 from workers.consent import ConsentWorker
 
@@ -142,20 +143,16 @@ async def test_probes_are_bounded_against_a_silent_client(served) -> None:
         silent.close()
 
 
-# -- the broker going away (restarts the broker: keep it short, run it rarely) --------------
-
-
-def rabbitmqctl(*args: str, timeout: float = 60) -> None:
-    subprocess.run(["rabbitmqctl", "-q", *args], check=True, timeout=timeout, capture_output=True)
+# -- the broker going away (the suite's own node, never the machine's broker) -------------
 
 
 @pytest.fixture
-def broker_guard() -> Iterator[list[bool]]:
+def broker_guard(rabbit_node: RabbitNode) -> Iterator[list[bool]]:
+    """Backs up the test's ``finally``: the own node's application is started again."""
     stopped = [False]
     yield stopped
     if stopped[0]:
-        rabbitmqctl("start_app")
-        rabbitmqctl("await_startup", timeout=120)
+        rabbit_node.start_app()
 
 
 async def broker_answers(url: str) -> None:
@@ -173,9 +170,10 @@ async def broker_answers(url: str) -> None:
 @pytest.mark.slow
 @pytest.mark.timeout(240)
 async def test_healthz_fails_while_the_broker_is_stopped(
-    settings: Settings, broker_guard: list[bool]
+    settings: Settings, rabbit_node: RabbitNode, broker_guard: list[bool]
 ) -> None:
     """``privacyops run`` as deployed: 503 while the broker is down, 200 once it is back."""
+    settings = settings.with_changes(amqp_url=rabbit_node.url)
     port = free_port()
     env = {
         **os.environ,
@@ -208,13 +206,12 @@ async def test_healthz_fails_while_the_broker_is_stopped(
         await probe_is("/healthz", 200)
         try:
             broker_guard[0] = True
-            await asyncio.to_thread(rabbitmqctl, "stop_app")
+            await asyncio.to_thread(rabbit_node.stop_app)
             await probe_is("/healthz", 503)
             _, body = await get(port, "/healthz")
             assert json.loads(body) == {"broker": False, "store": True}
         finally:
-            await asyncio.to_thread(rabbitmqctl, "start_app")
-            await asyncio.to_thread(rabbitmqctl, "await_startup", timeout=120)
+            await asyncio.to_thread(rabbit_node.start_app)
             broker_guard[0] = False
         await broker_answers(url)
         await probe_is("/healthz", 200)  # the robust connection came back

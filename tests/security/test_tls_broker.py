@@ -1,6 +1,6 @@
 """Issue 11, B6 and E16: the workers over TLS, and the broker's message size limit.
 
-A RabbitMQ node of the test's own (tests/support/tls_node.py: spare ports, its own node
+A RabbitMQ node of the test's own (tests/support/rabbit_node.py: spare ports, its own node
 name and directories, a TLS listener only, certificates from a throwaway trustme CA,
 ``max_message_size`` as in deploy/rabbitmq.conf) is started for this module and stopped
 at its end. The machine's broker is not touched.
@@ -21,7 +21,7 @@ from infra.runtime.service import Service
 from messages.errors import BrokerUnavailable
 from messages.registry import encode
 from tests.support.helpers import consent_changed, wait_until
-from tests.support.tls_node import MAX_MESSAGE_SIZE, TlsNode
+from tests.support.rabbit_node import MAX_MESSAGE_SIZE, RabbitNode
 from workers import registry
 from workers.consent import ConsentWorker
 
@@ -29,21 +29,21 @@ pytestmark = pytest.mark.timeout(240)
 
 
 @pytest.fixture(scope="module")
-def node() -> Iterator[TlsNode]:
-    started = TlsNode()
-    started.start()
+def node() -> Iterator[RabbitNode]:
+    started = RabbitNode(tls=True)
     try:
+        started.start()
         yield started
     finally:
-        started.stop()
+        started.close()
 
 
 @pytest.fixture
-def over_tls(settings: Settings, node: TlsNode) -> Settings:
+def over_tls(settings: Settings, node: RabbitNode) -> Settings:
     return settings.with_changes(amqp_url=node.url, amqp_ca_file=node.ca_file)
 
 
-async def test_workers_and_publishers_run_over_tls(over_tls: Settings, node: TlsNode) -> None:
+async def test_workers_and_publishers_run_over_tls(over_tls: Settings, node: RabbitNode) -> None:
     service = Service(over_tls, [ConsentWorker()], schemas=registry.schemas())
     await service.start()
     try:
@@ -85,7 +85,7 @@ async def test_the_broker_refuses_messages_over_its_limit(over_tls: Settings) ->
             await publisher.publish_raw(body, "consent.changed")
 
 
-async def test_plain_amqp_and_an_unknown_ca_are_refused(node: TlsNode) -> None:
+async def test_plain_amqp_and_an_unknown_ca_are_refused(node: RabbitNode) -> None:
     plain = node.url.replace("amqps://", "amqp://")
     with pytest.raises(BrokerUnavailable):
         await rabbit.connect(plain, 5)

@@ -2,8 +2,9 @@
 
 Both tests push thousands of messages and count rows afterwards: every message
 applied exactly once, nothing left in the queues. The broker-restart test stops
-the RabbitMQ application for a few seconds, which disturbs anyone else using
-the broker meanwhile; it always brings it back (``finally`` and a fixture).
+the RabbitMQ application of the suite's own node (tests/support/rabbit_node.py, the
+``rabbit_node`` fixture), never the machine's broker; it always brings it back
+(``finally`` and a fixture).
 """
 
 from __future__ import annotations
@@ -27,11 +28,11 @@ import pytest
 
 from config.settings import Settings
 from infra.publisher import Publisher
+from infra.runtime.service import Service
 from messages.consent import ConsentChanged
 from messages.names import Names
 from tests.support.db import connect
 from tests.support.helpers import (
-    ServiceFactory,
     consent_changed,
     delete_namespace,
     log_lines,
@@ -39,6 +40,9 @@ from tests.support.helpers import (
     store_env,
     wait_until,
 )
+from tests.support.rabbit_node import RabbitNode
+from workers import registry
+from workers.consent import ConsentWorker
 
 BURST = 5_000
 IN_FLIGHT = 300
@@ -93,9 +97,14 @@ def rabbitmqctl(*args: str, timeout: float = 60) -> str:
     return result.stdout
 
 
-def queue_counts(name: str) -> tuple[int, int]:
-    """(messages_ready, messages_unacknowledged) of one queue, as the broker reports them."""
-    listed = rabbitmqctl("-q", "list_queues", "name", "messages_ready", "messages_unacknowledged")
+def queue_counts(name: str, node: RabbitNode | None = None) -> tuple[int, int]:
+    """(messages_ready, messages_unacknowledged) of one queue, as the broker (the machine's,
+    or a node of the test's own) reports them."""
+    fields = ("name", "messages_ready", "messages_unacknowledged")
+    if node is None:
+        listed = rabbitmqctl("-q", "list_queues", *fields)
+    else:
+        listed = node.ctl("list_queues", *fields, timeout=60).stdout
     for line in listed.splitlines():
         fields = line.split("\t")
         if fields[0] == name:
@@ -103,13 +112,15 @@ def queue_counts(name: str) -> tuple[int, int]:
     raise AssertionError(f"queue {name} is not on the broker")
 
 
-async def queue_reaches(name: str, expected: tuple[int, int], within: float = 30.0) -> None:
+async def queue_reaches(
+    name: str, expected: tuple[int, int], node: RabbitNode | None = None, within: float = 30.0
+) -> None:
     """Wait until (ready, unacked) is ``expected``; the broker refreshes quorum-queue
     figures on a timer (about every 5 s), so a first reading may be stale."""
     seen: list[tuple[int, int]] = []
 
     async def reached() -> bool:
-        seen.append(await asyncio.to_thread(queue_counts, name))
+        seen.append(await asyncio.to_thread(queue_counts, name, node))
         return seen[-1] == expected
 
     try:
@@ -307,31 +318,31 @@ async def test_sigterm_during_burst_then_restart(settings: Settings, tmp_path: P
 
 
 class Broker:
-    """Stops and starts the RabbitMQ application; never leaves it stopped."""
+    """Stops and starts the RabbitMQ application of the suite's own node (never the
+    machine's broker); never leaves it stopped."""
 
-    def __init__(self) -> None:
+    def __init__(self, node: RabbitNode) -> None:
+        self.node = node
         self.stopped = False
 
     async def stop_app(self) -> None:
         self.stopped = True
-        await asyncio.to_thread(rabbitmqctl, "stop_app")
+        await asyncio.to_thread(self.node.stop_app)
 
     async def start_app(self) -> None:
-        await asyncio.to_thread(rabbitmqctl, "start_app")
-        await asyncio.to_thread(rabbitmqctl, "await_startup", timeout=120)
+        await asyncio.to_thread(self.node.start_app)
         self.stopped = False
 
     def ensure_started(self) -> None:
         if self.stopped:
-            rabbitmqctl("start_app")
-            rabbitmqctl("await_startup", timeout=120)
+            self.node.start_app()
             self.stopped = False
 
 
 @pytest.fixture
-def broker() -> Iterator[Broker]:
-    """Backs up the test's ``finally``: brings the broker back even after a timeout."""
-    control = Broker()
+def broker(rabbit_node: RabbitNode) -> Iterator[Broker]:
+    """Backs up the test's ``finally``: brings the node back even after a timeout."""
+    control = Broker(rabbit_node)
     yield control
     control.ensure_started()
 
@@ -339,12 +350,27 @@ def broker() -> Iterator[Broker]:
 @pytest.mark.slow
 @pytest.mark.timeout(240)
 async def test_broker_restart_during_consumption(
-    settings: Settings, start_service: ServiceFactory, broker: Broker, log_output: io.StringIO
+    settings: Settings, broker: Broker, log_output: io.StringIO
+) -> None:
+    # Slow enough (about 20 messages per 50 ms batch) that the restart lands mid-stream.
+    settings = settings.with_changes(
+        amqp_url=broker.node.url, prefetch=20, batch_max=50, batch_window_ms=50
+    )
+    names = Names(settings.namespace)
+    service = Service(settings, [ConsentWorker()], schemas=registry.schemas())
+    try:
+        await service.start()
+        await restart_during_consumption(settings, service, broker, log_output)
+    finally:
+        await service.stop()
+        await delete_namespace(broker.node.url, names, ["consent"], settings.retry_delays_ms)
+
+
+async def restart_during_consumption(
+    settings: Settings, service: Service, broker: Broker, log_output: io.StringIO
 ) -> None:
     db = settings.db_path
     names = Names(settings.namespace)
-    # Slow enough (about 20 messages per 50 ms batch) that the restart lands mid-stream.
-    service = await start_service(prefetch=20, batch_max=50, batch_window_ms=50)
     before = [consent_changed(f"before-{i:04d}") for i in range(2_000)]
     after = [consent_changed(f"after-{i:04d}") for i in range(500)]
 
@@ -373,7 +399,7 @@ async def test_broker_restart_during_consumption(
     assert count(db, "SELECT COUNT(*) FROM consent_state") == len(sent_ids)
     assert count(db, "SELECT COUNT(*) FROM consent_history") == len(sent_ids)
     assert count(db, "SELECT COUNT(*) FROM event_outbox") == len(sent_ids)
-    await queue_reaches(names.queue("consent"), (0, 0))
-    await queue_reaches(names.dlq("consent"), (0, 0))
+    await queue_reaches(names.queue("consent"), (0, 0), broker.node)
+    await queue_reaches(names.dlq("consent"), (0, 0), broker.node)
     events = Counter(line["event"] for line in log_lines(log_output))
     assert not events["batch_crashed"], events  # deliveries of the lost channel are dropped
