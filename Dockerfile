@@ -26,17 +26,31 @@ RUN pip install /wheels/*.whl \
  && groupadd --system --gid 10001 privacyops \
  && useradd --system --uid 10001 --gid privacyops --home-dir /app --no-create-home \
       --shell /usr/sbin/nologin privacyops \
- && mkdir -p /app /data /run/secrets/privacyops \
- && chmod 700 /data /run/secrets/privacyops \
- && chown privacyops:privacyops /app /data /run/secrets/privacyops
+ && mkdir -p /app /data/keys /data/exports /data/notices \
+ && chmod 700 /data /data/keys /data/exports /data/notices \
+ && chown -R privacyops:privacyops /app /data
 
-# The SQLite store lives on the /data volume; keys on a secrets mount, never beside the store;
-# other settings come from PRIVACYOPS_* variables. Files are created 0600 (umask 077).
+# Everything the service writes lives under /data, so recreating the container loses
+# nothing: the SQLite store, the export packages, the file channel's notices, and the keys
+# (/data/keys: mount a volume of its own there, or your secrets manager, so the keys are
+# never on the store's volume; compose does). Other settings come from PRIVACYOPS_*
+# variables. Files are created 0600 (umask 077).
 ENV PRIVACYOPS_DB_PATH=/data/privacyops.db \
-    PRIVACYOPS_KEY_DIR=/run/secrets/privacyops
+    PRIVACYOPS_KEY_DIR=/data/keys \
+    PRIVACYOPS_EXPORT_DIR=/data/exports \
+    PRIVACYOPS_NOTIFY_DIR=/data/notices
 VOLUME ["/data"]
 WORKDIR /app
 USER privacyops
+
+# The ops endpoint (/metrics, /healthz, /readyz), the console and the download page
+# (`privacyops console`). Each binds 127.0.0.1 unless told otherwise (compose does).
+EXPOSE 9464 8480 8481
+
+# `run`'s liveness: /healthz answers 200 while the broker and the store do. Other commands
+# (console) override it in compose.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
+  CMD ["python", "-c", "import sys, urllib.request; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:9464/healthz', timeout=4).status == 200 else 1)"]
 
 # privacyops handles SIGTERM itself (drain, then exit); it runs as PID 1 in exec form.
 STOPSIGNAL SIGTERM

@@ -239,6 +239,30 @@ class Settings(BaseSettings):
     )
     health_timeout_s: float = Field(2.0, gt=0, le=60, description="Bound on a health probe.")
 
+    # The web console and the subject download page (infra/console, workers/console)
+    console_host: str = Field(
+        "127.0.0.1", description="Console binding; loopback by default (reach it by SSH or VPN)."
+    )
+    console_port: int = Field(8480, ge=0, le=65_535, description="Console port; 0 picks one.")
+    console_session_hours: float = Field(8.0, gt=0, le=24 * 7, description="Login lifetime.")
+    console_tls: bool = Field(
+        False,
+        description="The console is reached over TLS (a proxy in front): cookies are Secure.",
+    )
+    console_login_attempts: int = Field(
+        5, ge=1, le=1_000, description="Failed logins per name and address per 15 minutes."
+    )
+    download_host: str = Field("127.0.0.1", description="Subject download page binding.")
+    download_port: int = Field(8481, ge=0, le=65_535, description="Download page port.")
+    download_attempts: int = Field(
+        5, ge=1, le=1_000, description="Wrong codes per address per 15 minutes."
+    )
+    download_base_url: str | None = Field(
+        None,
+        description="Public URL of the download page (https://privacy.example.co.za); the "
+        "package notice links to <url>/download/<tenant>. Unset: the tenant's website.",
+    )
+
     # Notifications (workers/notifier, infra/transports)
     tenants_path: Path | None = Field(
         None,

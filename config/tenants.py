@@ -38,6 +38,11 @@ class TenantProfile(_Model):
     privacy_contact: str = Field(description="The information officer's contact (POPIA s55).")
     opt_out: str = Field(description="How to opt out of marketing (POPIA s69(4)(b)).")
     sms_opt_out: str = Field("Reply STOP to opt out", max_length=40)
+    package_review: bool = Field(
+        False,
+        description="Access packages wait for an admin's approval in the console before the "
+        "subject's code opens them.",
+    )
     timezone: str | None = Field(
         None,
         description="Zone of the tenant's legal dates (receipt, due dates); default: the "

@@ -7,8 +7,10 @@ Every command gets an ``App``: the settings and what the registry knows (every
 component's schema, every worker's name), so a command opens the store the
 same way the service does (``App.session``) and never builds one itself.
 
-Exit codes: 0 done, 1 failed or nothing matched, 2 bad usage, invalid input or
-a store whose schema is not the code's (``privacyops db migrate``).
+Exit codes: 0 done (a query with an empty answer included: ``dsr list --json``
+prints ``[]``), 1 failed or nothing to act on, 2 bad usage, invalid input or a store
+whose schema is not the code's (``privacyops db migrate``). Every parser's epilog
+says so and lists the environment variables (``Parser``).
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import TypeAlias, TypeVar
+from importlib import metadata
+from typing import Any, TypeAlias, TypeVar, cast
 
 from pydantic import ValidationError
 
@@ -69,12 +72,52 @@ Handler = Callable[[argparse.Namespace, App], int]
 Registrar = Callable[[SubParsers], None]
 
 
+EXIT_CODES = (
+    "exit codes: 0 done (a query that finds nothing included), 1 failed or nothing to act on,\n"
+    "2 bad usage, invalid input, or a store whose schema is not the code's"
+)
+
+
+def epilog() -> str:
+    """Exit codes and the environment every command reads (one variable per setting)."""
+    names = [f"PRIVACYOPS_{name.upper()}" for name in Settings.model_fields]
+    lines, line = [], " "
+    for name in names:
+        if len(line) + len(name) > 88:
+            lines.append(line)
+            line = " "
+        line += f" {name}"
+    lines.append(line)
+    return (
+        f'{EXIT_CODES}\n\nenvironment (one variable per setting, README "Configuration"):\n'
+        + "\n".join(lines)
+    )
+
+
+class Parser(argparse.ArgumentParser):
+    """Every command's parser: the exit codes and the environment in its epilog."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("epilog", epilog())
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
 def parser(description: str, registrars: Sequence[Registrar]) -> argparse.ArgumentParser:
-    built = argparse.ArgumentParser(prog="privacyops", description=description)
-    sub = built.add_subparsers(dest="command", required=True)
+    built = Parser(prog="privacyops", description=description)
+    built.add_argument("--version", action="version", version=f"privacyops {version()}")
+    # Parser is an ArgumentParser: registrars see the usual type
+    sub = cast(SubParsers, built.add_subparsers(dest="command", required=True, parser_class=Parser))
     for register in registrars:
         register(sub)
     return built
+
+
+def version() -> str:
+    try:
+        return metadata.version("privacyops")
+    except metadata.PackageNotFoundError:  # run from a source tree without installing
+        return "unknown"
 
 
 def main(

@@ -35,15 +35,37 @@ def register(sub: SubParsers) -> None:
     )
     keys.add_parser("dev", help="development keys under key_dir").set_defaults(handler=_dev)
     add = keys.add_parser("add", help="a new publisher key (prints its secret once)")
-    add.add_argument("key_id")
-    add.add_argument("--tenant", action="append", dest="tenants", default=None)
-    add.add_argument("--type", action="append", dest="types", default=None)
-    add.add_argument("--may-assert-verification", action="store_true")
-    add.add_argument("--broker-user", action="append", dest="broker_users", default=[])
+    add.add_argument("key_id", help="the new key's id (signatures name it)")
+    add.add_argument(
+        "--tenant",
+        action="append",
+        dest="tenants",
+        default=None,
+        help="a tenant the key may publish for (repeatable; default: every tenant)",
+    )
+    add.add_argument(
+        "--type",
+        action="append",
+        dest="types",
+        default=None,
+        help="a message type the key may publish (repeatable; default: every type)",
+    )
+    add.add_argument(
+        "--may-assert-verification",
+        action="store_true",
+        help="the key may assert a verified identity (dsr.verified)",
+    )
+    add.add_argument(
+        "--broker-user",
+        action="append",
+        dest="broker_users",
+        default=[],
+        help="a broker user that may publish with this key (repeatable)",
+    )
     add.add_argument("--not-after", help="ISO 8601 time the key stops being valid")
     add.set_defaults(handler=_add)
     remove = keys.add_parser("remove", help="retire a publisher key")
-    remove.add_argument("key_id")
+    remove.add_argument("key_id", help="the key to retire")
     remove.set_defaults(handler=_remove)
     rotate = keys.add_parser("rotate-exports", help="re-encrypt packages under the newest key")
     rotate.set_defaults(handler=_rotate_exports)

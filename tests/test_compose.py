@@ -191,3 +191,59 @@ def test_the_postgresql_override_runs_the_workers_on_postgresql() -> None:
     )
     assert settings.store_url is not None
     assert "--processes" in workers["command"]
+
+
+#: Settings naming where the service writes (issue 15): each must be under /data.
+WRITTEN = ("DB_PATH", "KEY_DIR", "EXPORT_DIR", "NOTIFY_DIR")
+
+
+def dockerfile_env() -> dict[str, str]:
+    text = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")
+    pairs = re.findall(r"\b(PRIVACYOPS_[A-Z0-9_]+)=(\S+)", text)
+    return dict(pairs)
+
+
+def test_every_path_the_service_writes_is_under_data(services: dict[str, Any]) -> None:
+    image = dockerfile_env()
+    for name in WRITTEN:
+        assert Path(image[PREFIX + name]).is_relative_to("/data"), name
+    for service_name, service in services.items():
+        env = env_of(service)
+        for name in WRITTEN:
+            if PREFIX + name in env:
+                assert Path(env[PREFIX + name]).is_relative_to("/data"), (service_name, name)
+        mounts = [str(v).split(":")[1] for v in service.get("volumes", []) if ":" in str(v)]
+        if "build" in service:
+            assert all(Path(m).is_relative_to("/data") for m in mounts), service_name
+
+
+def test_the_image_has_a_healthcheck_and_exposes_ops_console_and_download_ports() -> None:
+    text = (ROOT / "Dockerfile").read_text()
+    assert re.search(r"^HEALTHCHECK .*\\\n\s+CMD \[.*/healthz", text, re.MULTILINE)
+    exposed = set(re.findall(r"^EXPOSE\s+(.+)$", text, re.MULTILINE)[-1].split())
+    defaults = Settings()
+    assert {
+        str(defaults.metrics_port),
+        str(defaults.console_port),
+        str(defaults.download_port),
+    } <= exposed
+
+
+def test_compose_runs_the_console_and_an_smtp_sink_with_a_web_inbox(
+    services: dict[str, Any],
+) -> None:
+    console = services["console"]
+    assert console["command"] == ["console"]
+    published = {str(p).rsplit(":", 1)[-1] for p in console["ports"]}
+    assert {"8480", "8481"} <= published
+    assert all(str(p).startswith("127.0.0.1:") for p in console["ports"])
+    assert env_of(console)[PREFIX + "CONSOLE_HOST"] == "0.0.0.0"
+    assert "healthcheck" in console
+    mail = services["mailpit"]
+    assert mail["image"].startswith("axllent/mailpit")
+    assert any(str(p).endswith(":8025") for p in mail["ports"])
+    workers = env_of(services["workers"])
+    assert workers[PREFIX + "NOTIFY_EMAIL_TRANSPORT"] == "smtp"
+    assert workers[PREFIX + "SMTP_HOST"] == "mailpit"
+    assert workers[PREFIX + "DOWNLOAD_BASE_URL"] == env_of(console)[PREFIX + "DOWNLOAD_BASE_URL"]
+    assert any(str(p).endswith(":9464") for p in services["workers"]["ports"])

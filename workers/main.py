@@ -26,7 +26,7 @@ from typing import Any
 
 from config.secrets import read_secret
 from config.settings import Settings
-from infra import rabbit, security_cli, topology
+from infra import progress, rabbit, security_cli, topology
 from infra.audit import cli as audit_cli
 from infra.cli import EXIT_OK, EXIT_USAGE, App, SubParsers, parser
 from infra.cli import main as cli_main
@@ -47,7 +47,13 @@ from workers import registry
 
 def _register_core(sub: SubParsers) -> None:
     run = sub.add_parser("run", help="run workers until SIGTERM/SIGINT")
-    run.add_argument("--worker", action="append", dest="workers", metavar="NAME")
+    run.add_argument(
+        "--worker",
+        action="append",
+        dest="workers",
+        metavar="NAME",
+        help="run this worker (repeatable; default: every registered worker)",
+    )
     run.add_argument(
         "--migrate", action="store_true", help="bring the store's schema up to date first"
     )
@@ -61,8 +67,15 @@ def _register_core(sub: SubParsers) -> None:
     )
     run.set_defaults(handler=_run)
     topo = sub.add_parser("topology", help="broker topology")
-    topo.add_argument("action", choices=["declare"])
-    topo.add_argument("--worker", action="append", dest="workers", metavar="NAME")
+    topo.add_argument("action", choices=["declare"], help="declare: create exchanges and queues")
+    topo.add_argument(
+        "--worker",
+        action="append",
+        dest="workers",
+        metavar="NAME",
+        help="only this worker's queues (repeatable; default: every worker)",
+    )
+    topo.add_argument("--json", action="store_true", help="print the summary as JSON")
     topo.set_defaults(handler=_topology)
     pub = sub.add_parser(
         "publish", help="validate and publish messages (JSON object, array or JSON Lines)"
@@ -70,12 +83,19 @@ def _register_core(sub: SubParsers) -> None:
     pub.add_argument("file", help="path, or - for standard input")
     pub.set_defaults(handler=_publish)
     schema = sub.add_parser("schema", help="write JSON Schemas and docs/asyncapi.json")
-    schema.add_argument("--out", type=Path, default=Path("docs"))
+    schema.add_argument(
+        "--out", type=Path, default=Path("docs"), help="directory to write to (default docs)"
+    )
     schema.set_defaults(handler=_schema)
     db = sub.add_parser("db", help="the store: schema status and migrate; encrypt, rekey")
-    db.add_argument("action", choices=["status", "migrate", "encrypt", "rekey"])
+    db.add_argument(
+        "action",
+        choices=["status", "migrate", "encrypt", "rekey"],
+        help="status: versions per component; migrate: apply pending migrations; "
+        "encrypt: SQLCipher a plain store; rekey: re-encrypt under a new key",
+    )
     db.add_argument("--new-key-file", type=Path, help="rekey: the new key (32 bytes, base64, 0600)")
-    db.add_argument("--json", action="store_true")
+    db.add_argument("--json", action="store_true", help="print the components' state as JSON")
     db.set_defaults(handler=_db)
 
 
@@ -159,10 +179,11 @@ def _topology(args: argparse.Namespace, app: App) -> int:
             await connection.close()
 
     asyncio.run(declare())
-    print(
-        f"declared topology for {', '.join(w.name for w in workers)} "
-        f"in namespace {settings.namespace}"
-    )
+    declared = [w.name for w in workers]
+    if args.json:
+        print(json.dumps({"namespace": settings.namespace, "workers": declared}))
+        return EXIT_OK
+    print(f"declared topology for {', '.join(declared)} in namespace {settings.namespace}")
     return EXIT_OK
 
 
@@ -234,9 +255,13 @@ def _db(args: argparse.Namespace, app: App) -> int:
         await store.open()
         try:
             if args.action == "migrate":
-                for component, step in await migrations.migrate(store, components):
-                    if not args.json:
-                        print(f"{component}: applied {step.version} ({step.name})")
+                pending = sum(
+                    max(s.target - s.current, 0) for s in await migrations.status(store, components)
+                )
+                with progress.bar("migrating", pending) as advance:
+                    applied = await migrations.migrate(store, components, lambda _c, _m: advance(1))
+                for component, step in applied if not args.json else ():
+                    print(f"{component}: applied {step.version} ({step.name})")
             return await migrations.status(store, components)
         finally:
             await store.close()

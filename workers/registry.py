@@ -13,10 +13,12 @@ from dataclasses import dataclass
 
 from config.settings import Settings
 from infra.cli import App, Registrar
+from infra.console.tables import CONSOLE
 from infra.runtime.worker import Worker
 from infra.store.migrations import Schema
 from workers.consent import ConsentWorker
 from workers.consent import cli as consent_cli
+from workers.console import cli as console_cli
 from workers.dsr import DsrWorker
 from workers.dsr import cli as dsr_cli
 from workers.notifier import NotifierWorker
@@ -42,9 +44,9 @@ WORKERS: tuple[Registration, ...] = (
     Registration(SecurityWorker, security_cli.register),
 )
 
-#: Schema and commands that belong to no worker: the platform's personal data.
-SHARED_SCHEMAS: tuple[Schema, ...] = (PLATFORM,)
-SHARED_CLI: tuple[Registrar, ...] = (platform_cli.register,)
+#: Schema and commands that belong to no worker: the platform's personal data, the console.
+SHARED_SCHEMAS: tuple[Schema, ...] = (PLATFORM, CONSOLE)
+SHARED_CLI: tuple[Registrar, ...] = (platform_cli.register, console_cli.register)
 
 
 def names() -> tuple[str, ...]:

@@ -134,11 +134,14 @@ def replay_headers(letter: DeadLetter, operator: str, now: datetime) -> dict[str
 class DeadLetterAdmin:
     """An admin's session with the dead-letter queues; every change is audited."""
 
-    def __init__(self, settings: Settings, store: Store) -> None:
+    def __init__(self, settings: Settings, store: Store, actor: str | None = None) -> None:
+        """``actor``: who the audit names; default the operator (``operator:<broker user>``),
+        the console passes its logged-in admin (``admin:<name>``)."""
         self.settings = settings
         self.names = Names(settings.namespace)
         self.store = store
-        self.actor = f"operator:{settings.operator}"
+        self.actor = actor or f"operator:{settings.operator}"
+        self.replayed_by = actor or settings.operator
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractChannel | None = None
         self._publisher: rabbit.ConfirmedPublisher | None = None
@@ -271,7 +274,7 @@ class DeadLetterAdmin:
     async def _replay(self, letter: DeadLetter, target: Target) -> None:
         now = datetime.now(UTC)
         exchange, key = target.route(self.names, letter)
-        headers = replay_headers(letter, self.settings.operator, now)
+        headers = replay_headers(letter, self.replayed_by, now)
         await self._publish(exchange, key, letter.body, headers, letter)
         await self.audit(
             "dlq_replayed",

@@ -9,7 +9,8 @@
 
 Filters: --queue WORKER (repeatable; default every known worker), --type T (glob),
 --error E (error type, or words of the error text), --tenant T, --since 2h|ISO.
-Exit codes: 0 done, 1 nothing matched, 2 bad usage.
+Exit codes: 0 done (``list`` also when nothing matched), 1 nothing matched (``show``,
+``replay``, ``purge``, ``export``, ``import``), 2 bad usage.
 
 Every command that moves a message or shows personal data writes one audit entry
 per message, actor ``operator:<broker user>`` (the user of ``PRIVACYOPS_AMQP_URL``,
@@ -32,8 +33,9 @@ from pathlib import Path
 from typing import IO, Any
 
 from config.settings import Settings
+from infra import progress
 from infra.cli import App, Handler, SubParsers
-from infra.dlq.admin import DeadLetterAdmin, Target, Verdict, pace
+from infra.dlq.admin import DeadLetterAdmin, Decide, Target, Verdict, pace
 from infra.dlq.codec import (
     DeadLetter,
     Selection,
@@ -50,6 +52,7 @@ from infra.redaction import redact_text
 from infra.runtime.audit import AUDIT
 
 EXIT_OK, EXIT_NOTHING, EXIT_USAGE = 0, 1, 2
+QUEUE_HELP = "a worker's dead-letter queue (repeatable; default: every worker's)"
 
 
 def register(sub: SubParsers) -> None:
@@ -59,15 +62,15 @@ def register(sub: SubParsers) -> None:
     _filters(listing, ids=False)
     listing.set_defaults(handler=_run(_list))
     show = actions.add_parser("show", help="one message, personal data masked")
-    show.add_argument("id")
-    show.add_argument("--queue", action="append", dest="queues", metavar="WORKER")
+    show.add_argument("id", help="the dead letter's message id")
+    show.add_argument("--queue", action="append", dest="queues", metavar="WORKER", help=QUEUE_HELP)
     show.add_argument("--reveal", action="store_true", help="unmasked; writes an audit entry")
     show.add_argument("--reason", help="why the body is revealed (required with --reveal; audited)")
-    show.add_argument("--json", action="store_true")
+    show.add_argument("--json", action="store_true", help="one JSON object per line")
     show.set_defaults(handler=_run(_show))
     replay = actions.add_parser("replay", help="republish, then acknowledge the dead letter")
     _filters(replay)
-    replay.add_argument("--dry-run", action="store_true")
+    replay.add_argument("--dry-run", action="store_true", help="say what would be replayed")
     replay.add_argument("--rate", type=_positive, metavar="N", help="at most N per second")
     replay.add_argument(
         "--to", metavar="TARGET", help="worker[:NAME] (default) or events[:ROUTING_KEY]"
@@ -79,28 +82,30 @@ def register(sub: SubParsers) -> None:
     purge.add_argument("--export", type=Path, metavar="FILE", help="write them here first")
     purge.set_defaults(handler=_run(_purge))
     export = actions.add_parser("export", help="write dead letters to JSON Lines, keep them")
-    export.add_argument("file", type=Path)
+    export.add_argument("file", type=Path, help="a new JSON Lines file (created 0600)")
     _filters(export)
     export.set_defaults(handler=_run(_export))
     restore = actions.add_parser("import", help="put exported dead letters back in their DLQ")
-    restore.add_argument("file", type=Path)
+    restore.add_argument("file", type=Path, help="a file written by dlq export")
     restore.add_argument(
         "--sign", action="store_true", help="re-sign bodies with the signing key (edited bodies)"
     )
-    restore.add_argument("--json", action="store_true")
+    restore.add_argument("--json", action="store_true", help="print the summary as JSON")
     restore.set_defaults(handler=_run(_import))
 
 
 def _filters(parser: argparse.ArgumentParser, ids: bool = True) -> None:
     if ids:
-        parser.add_argument("ids", nargs="*", metavar="ID")
+        parser.add_argument("ids", nargs="*", metavar="ID", help="message ids to act on")
         parser.add_argument("--all", action="store_true", help="every dead letter")
-    parser.add_argument("--queue", action="append", dest="queues", metavar="WORKER")
-    parser.add_argument("--type")
-    parser.add_argument("--error")
-    parser.add_argument("--tenant")
-    parser.add_argument("--since")
-    parser.add_argument("--json", action="store_true")
+    parser.add_argument(
+        "--queue", action="append", dest="queues", metavar="WORKER", help=QUEUE_HELP
+    )
+    parser.add_argument("--type", help="message type, a glob (consent.*)")
+    parser.add_argument("--error", help="error type, or words of the (masked) error text")
+    parser.add_argument("--tenant", help="the message's tenant")
+    parser.add_argument("--since", help="dead since: a duration (30m, 2h, 7d) or an ISO time")
+    parser.add_argument("--json", action="store_true", help="print JSON")
 
 
 def _positive(text: str) -> float:
@@ -179,17 +184,17 @@ async def _list(args: argparse.Namespace, ctx: Context) -> int:
         if depth is None:
             continue
         depths.append({"queue": ctx.admin.names.dlq(worker), "worker": worker, "depth": depth})
-        await ctx.admin.cycle(worker, _collect(ctx.selection, matched))
+        await ctx.admin.cycle(worker, collect(ctx.selection, matched))
     now = datetime.now(UTC)
     rows = [letter.summary(now) for letter in matched]
     if args.json:
         ctx.print(json.dumps({"queues": depths, "messages": rows, "matched": len(rows)}))
     else:
         _print_table(ctx, depths, rows)
-    return EXIT_OK if rows else EXIT_NOTHING
+    return EXIT_OK  # a query: an empty answer is an answer
 
 
-def _collect(selection: Selection, into: list[DeadLetter]) -> Callable[[DeadLetter], Any]:
+def collect(selection: Selection, into: list[DeadLetter]) -> Callable[[DeadLetter], Any]:
     async def decide(letter: DeadLetter) -> Verdict:
         if selection.matches(letter):
             into.append(letter)
@@ -233,7 +238,7 @@ async def _show(args: argparse.Namespace, ctx: Context) -> int:
     found: list[DeadLetter] = []
     wanted = Selection(ids=frozenset([args.id]))
     for worker in ctx.workers:
-        await ctx.admin.cycle(worker, _collect(wanted, found))
+        await ctx.admin.cycle(worker, collect(wanted, found))
     if not found:
         print(f"privacyops: no dead letter with id {args.id}", file=sys.stderr)
         return EXIT_NOTHING
@@ -243,13 +248,13 @@ async def _show(args: argparse.Namespace, ctx: Context) -> int:
             await ctx.admin.audit(
                 "dlq_revealed", letter, queue=ctx.admin.names.dlq(letter.worker), reason=reason
             )
-    views = [_view(letter, args.reveal) for letter in found]
-    for view in views:
-        ctx.print(json.dumps(view, indent=None if args.json else 2, default=str))
+    for shown in [view(letter, args.reveal) for letter in found]:
+        ctx.print(json.dumps(shown, indent=None if args.json else 2, default=str))
     return EXIT_OK
 
 
-def _view(letter: DeadLetter, reveal: bool) -> dict[str, Any]:
+def view(letter: DeadLetter, reveal: bool) -> dict[str, Any]:
+    """A dead letter for an admin's eyes: masked unless ``reveal`` (the console shows the same)."""
     view = letter.summary(datetime.now(UTC))
     view.update(
         first_failure=letter.first_failure.isoformat() if letter.first_failure else None,
@@ -283,11 +288,27 @@ async def _replay(args: argparse.Namespace, ctx: Context) -> int:
         return Verdict.REPLAY
 
     totals = []
-    for worker in ctx.workers:
-        result = await ctx.admin.cycle(worker, decide, target)
-        totals.append({"queue": ctx.admin.names.dlq(worker), "replayed": result.replayed})
+    with progress.bar("replaying", await _depth(ctx)) as advance:
+        for worker in ctx.workers:
+            result = await ctx.admin.cycle(worker, _counting(decide, advance), target)
+            totals.append({"queue": ctx.admin.names.dlq(worker), "replayed": result.replayed})
     _report(ctx, "would replay" if args.dry_run else "replayed", chosen, totals)
     return EXIT_OK if chosen else EXIT_NOTHING
+
+
+def _counting(decide: Decide, advance: progress.Advance) -> Decide:
+    """``decide``, moving the progress bar one step per dead letter seen."""
+
+    async def counted(letter: DeadLetter) -> Verdict:
+        advance(1)
+        return await decide(letter)
+
+    return counted
+
+
+async def _depth(ctx: Context) -> int:
+    """Dead letters in the selected queues now: the length of a cycle over them all."""
+    return sum([await ctx.admin.depth(worker) or 0 for worker in ctx.workers])
 
 
 def _report(
@@ -372,8 +393,9 @@ async def _export(args: argparse.Namespace, ctx: Context) -> int:
         return Verdict.KEEP
 
     try:
-        for worker in ctx.workers:
-            await ctx.admin.cycle(worker, decide)
+        with progress.bar("exporting", await _depth(ctx)) as advance:
+            for worker in ctx.workers:
+                await ctx.admin.cycle(worker, _counting(decide, advance))
     finally:
         out.close()
     if not chosen:
@@ -386,9 +408,11 @@ async def _import(args: argparse.Namespace, ctx: Context) -> int:
     lines = args.file.read_text(encoding="utf-8").splitlines()
     records = [from_record(line, n) for n, line in enumerate(lines, 1) if line.strip()]
     restored: list[DeadLetter] = []
-    for record in records:
-        letter = parse(record.worker, record.body, record.headers, record.properties)
-        await ctx.admin.restore(record, letter, resign=args.sign)
-        restored.append(letter)
+    with progress.bar("importing", len(records)) as advance:
+        for record in records:
+            letter = parse(record.worker, record.body, record.headers, record.properties)
+            await ctx.admin.restore(record, letter, resign=args.sign)
+            restored.append(letter)
+            advance(1)
     _report(ctx, "imported", restored, [])
     return EXIT_OK if restored else EXIT_NOTHING

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 
 from infra.cli import EXIT_FAILED, EXIT_OK, App, SubParsers
 from infra.store import Store
@@ -23,14 +24,18 @@ def register(sub: SubParsers) -> None:
         dest="consent_action", required=True
     )
     check = consent.add_parser("check", help="may the tenant contact the subject now?")
-    check.add_argument("tenant")
-    check.add_argument("subject_ref")
-    check.add_argument("channel")
-    check.add_argument("--purpose", default=DIRECT_MARKETING)
+    check.add_argument("tenant", help="the tenant id")
+    check.add_argument("subject_ref", help="the subject's opaque reference")
+    check.add_argument("channel", help="email, sms, phone, post...")
+    check.add_argument(
+        "--purpose", default=DIRECT_MARKETING, help=f"the purpose (default {DIRECT_MARKETING})"
+    )
+    check.add_argument("--json", action="store_true", help="print the answer as JSON")
     check.set_defaults(handler=_check)
     ask = consent.add_parser("may-ask", help="may the tenant ask the person for consent?")
-    ask.add_argument("tenant")
-    ask.add_argument("subject_ref")
+    ask.add_argument("tenant", help="the tenant id")
+    ask.add_argument("subject_ref", help="the subject's opaque reference")
+    ask.add_argument("--json", action="store_true", help="print the answer as JSON")
     ask.set_defaults(handler=_may_ask)
 
 
@@ -43,7 +48,8 @@ def _check(args: argparse.Namespace, app: App) -> int:
         )
 
     contactable = app.with_store(check)
-    print("contactable" if contactable else "suppressed")
+    answer = "contactable" if contactable else "suppressed"
+    print(json.dumps({"answer": answer, "contactable": contactable}) if args.json else answer)
     return EXIT_OK if contactable else EXIT_FAILED
 
 
@@ -54,5 +60,6 @@ def _may_ask(args: argparse.Namespace, app: App) -> int:
         return await may_ask(store, args.tenant, args.subject_ref, digest_key=key)
 
     allowed = app.with_store(check)
-    print("may ask" if allowed else "never ask")
+    answer = "may ask" if allowed else "never ask"
+    print(json.dumps({"answer": answer, "may_ask": allowed}) if args.json else answer)
     return EXIT_OK if allowed else EXIT_FAILED

@@ -4,26 +4,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import sys
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
-from uuid import uuid4
 
 from config import tenants as tenant_config
 from config.datamap import load_datamap
 from config.secrets import write_private
 from infra.cli import App, SubParsers
-from infra.runtime.audit import report
-from infra.runtime.worker import Effects
 from infra.sources import Sources
 from infra.store import Store
-from messages.errors import RuleViolation
-from workers.dsr import mapcheck, package, steps
+from workers.dsr import downloads, mapcheck, steps
 from workers.dsr.handlers import DsrWorker
 from workers.dsr.rules import deadline_state, local_date
-from workers.dsr.sweeps import run_all
+from workers.dsr.sweeps import SweepReport, run_all
 
 
 def register(sub: SubParsers) -> None:
@@ -32,21 +29,25 @@ def register(sub: SubParsers) -> None:
     )
     listing = dsr.add_parser("list", help="requests with status and due date")
     listing.add_argument("--overdue", action="store_true", help="only due within 7 days or late")
-    listing.add_argument("--tenant")
-    listing.add_argument("--json", action="store_true")
+    listing.add_argument("--tenant", help="only this tenant's requests")
+    listing.add_argument("--json", action="store_true", help="print JSON ([] when none)")
     listing.set_defaults(handler=_list)
     show = dsr.add_parser("show", help="one request with its transitions")
-    show.add_argument("request_id")
-    show.add_argument("--tenant")
+    show.add_argument("request_id", help="the request's id")
+    show.add_argument("--tenant", help="the request's tenant (ids may repeat across tenants)")
+    show.add_argument("--json", action="store_true", help="print JSON (the only format)")
     show.set_defaults(handler=_show)
     pkg = dsr.add_parser(
         "package", help="decrypt an access package; the download code is read from stdin"
     )
-    pkg.add_argument("tenant")
+    pkg.add_argument("tenant", help="the tenant the code was issued by")
     pkg.add_argument("--out", type=Path, required=True, help="a new file (created 0600)")
     pkg.set_defaults(handler=_package)
     holds = sub.add_parser("holds", help="retention holds")
-    holds.add_argument("action", choices=["sweep"])
+    holds.add_argument(
+        "action", choices=["sweep"], help="sweep: deadlines, deferred erasures, lifts, once"
+    )
+    holds.add_argument("--json", action="store_true", help="print the summary as JSON")
     holds.set_defaults(handler=_sweep)
     datamap = sub.add_parser("datamap", help="the data map against the live data sources")
     datamap.add_argument("action", choices=["check"])
@@ -121,7 +122,7 @@ def _list(args: argparse.Namespace, app: App) -> int:
                 f"{r['tenant_id']:<12} {r['request_id']:<20} {r['kind']:<14} {r['status']:<22}"
                 f" due {r['due_on']} {r['deadline'] or ''}"
             )
-    return 0 if rows else 1
+    return 0  # a query: an empty register is an answer (print [] with --json)
 
 
 def _show(args: argparse.Namespace, app: App) -> int:
@@ -187,55 +188,18 @@ def _package(args: argparse.Namespace, app: App) -> int:
         raise ValueError("give the download code on standard input")
     if args.out.exists():
         raise ValueError(f"{args.out} exists; write to a new file")
-    digest = package.token_digest(code)
+    reviewed = downloads.reviewed(tenant_config.from_settings(app.settings), args.tenant)
 
-    async def claim() -> tuple[str, bytes]:
+    async def claim() -> downloads.Handed:
         async with app.session(broker=True) as opened:
-            _, publisher = opened.require_broker()
-            now = datetime.now(UTC)
-            async with opened.store.transaction() as tx:
-                row = await tx.fetchone(
-                    "SELECT path, expires_at, request_id, subject_ref, downloaded_at"
-                    " FROM dsr_packages WHERE tenant_id = ? AND token_digest = ?",
-                    (args.tenant, digest),
-                )
-            if row is None:
-                raise RuleViolation("no package for this code")
-            path, expires_at, request_id, subject_ref, downloaded_at = row
-            if downloaded_at is not None:
-                raise RuleViolation("this download code was used already")
-            if datetime.fromisoformat(expires_at) <= now:
-                raise RuleViolation("the download code has expired")
-            report_id = uuid4()
-            effects = Effects.standalone(
-                "dsr", args.tenant, actor=f"operator:{app.settings.operator}", now=now
+            actor = f"operator:{app.settings.operator}"
+            return await downloads.claim(
+                opened, args.tenant, code, actor, datetime.now(UTC), reviewed=reviewed
             )
-            effects.message_id = request_id
-            effects.correlation_id = str(report_id)
-            effects.audit("package_downloaded", subject_ref, request_id=request_id)
-            async with opened.store.transaction() as tx:
-                taken = await tx.execute(
-                    "UPDATE dsr_packages SET downloaded_at = ? WHERE tenant_id = ?"
-                    " AND token_digest = ? AND downloaded_at IS NULL",
-                    (now.isoformat(), args.tenant, digest),
-                )
-                if taken != 1:
-                    raise RuleViolation("this download code was used already")
-                tx.stage_all(effects.writes)
-            await report(
-                publisher,
-                opened.names,
-                args.tenant,
-                "package_downloaded",
-                subject_ref,
-                request_id,
-                report_id=report_id,
-            )
-            return str(request_id), package.unseal(Path(path), opened.keys.export)
 
-    request_id, zipped = asyncio.run(claim())
-    write_private(args.out, zipped)
-    print(f"wrote {args.out} (request {request_id})")
+    handed = asyncio.run(claim())
+    write_private(args.out, handed.zipped)
+    print(f"wrote {args.out} (request {handed.request_id})")
     return 0
 
 
@@ -243,16 +207,19 @@ def _sweep(args: argparse.Namespace, app: App) -> int:
     """One sweep now (for cron); events it records are published before it exits."""
     worker = DsrWorker(app.settings)
 
-    async def sweep() -> str:
+    async def sweep() -> SweepReport:
         async with app.session(broker=True) as opened:
             try:
-                report = await run_all(worker, opened.store, opened.outboxes, datetime.now(UTC))
+                return await run_all(worker, opened.store, opened.outboxes, datetime.now(UTC))
             finally:
                 await worker.close()
-        return (
-            f"flagged {report.flagged} request(s), ran {report.erasures_run} deferred "
-            f"erasure(s), lifted {report.lifted} restriction(s)"
-        )
 
-    print(asyncio.run(sweep()))
+    report = asyncio.run(sweep())
+    if args.json:
+        print(json.dumps(dataclasses.asdict(report)))
+        return 0
+    print(
+        f"flagged {report.flagged} request(s), ran {report.erasures_run} deferred "
+        f"erasure(s), lifted {report.lifted} restriction(s)"
+    )
     return 0

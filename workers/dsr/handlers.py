@@ -129,6 +129,12 @@ class DsrWorker(Worker):
         """The zone the tenant's legal dates are counted in (Africa/Johannesburg by default)."""
         return self.directory.zone(tenant_id, self.settings.timezone)
 
+    def _download_link(self, tenant_id: str) -> dict[str, str]:
+        """The tenant's subject download page (workers/console/download.py), once public;
+        without it the notice points at the tenant's website."""
+        base = self.settings.download_base_url
+        return {"download_url": f"{base.rstrip('/')}/download/{tenant_id}"} if base else {}
+
     async def prepare(self, tx: Transaction, messages: Any) -> None:
         self._tx = tx
 
@@ -353,6 +359,7 @@ class DsrWorker(Worker):
                 "expires_at": issued.expires_at.isoformat(),
                 "may_request_correction": True,
                 "holds_data": data.holds_anything,
+                **self._download_link(request.tenant_id),
             },
             sealed={"token": issued.token},  # encrypted in the outbox row, cleared once sent
         )

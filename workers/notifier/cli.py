@@ -19,11 +19,11 @@ _TABLE = ("created_at", "tenant_id", "notice_id", "kind", "channel", "status", "
 
 def register(sub: SubParsers) -> None:
     notices = sub.add_parser("notices", help="notification delivery state")
-    notices.add_argument("action", choices=["list"])
+    notices.add_argument("action", choices=["list"], help="list: notices and their state")
     notices.add_argument("--failed", action="store_true", help="only failed notices")
     notices.add_argument("--json", action="store_true", help="JSON instead of a table")
     notices.add_argument("--tenant", help="only this tenant")
-    notices.add_argument("--limit", type=int, default=100)
+    notices.add_argument("--limit", type=int, default=100, help="at most N (default 100)")
     notices.set_defaults(handler=_list)
 
 

@@ -1,15 +1,18 @@
 """``privacyops seed``: fill the platform's tables with synthetic debtors (demos, benchmarks).
 
 It brings the store's schema up to date first: seeding is how a new store is
-set up for a demo, never something run against a production store.
+set up for a demo, never something run against a production store. Run twice, it
+adds only the debtors that are not there yet (nothing doubles).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
 
+from infra import progress
 from infra.cli import EXIT_OK, EXIT_USAGE, App, SubParsers
 from infra.sources import Sources
 from workers.platform.seed import seed, seed_source
@@ -18,13 +21,18 @@ from workers.platform.seed import seed, seed_source
 def register(sub: SubParsers) -> None:
     seeder = sub.add_parser("seed", help="fill the store with synthetic debtors")
     seeder.add_argument("--tenants", default="acme", help="comma-separated tenant ids")
-    seeder.add_argument("--debtors", type=int, default=1_000)
-    seeder.add_argument("--seed", type=int, default=1)
+    seeder.add_argument(
+        "--debtors", type=int, default=1_000, help="debtors per tenant (default 1000)"
+    )
+    seeder.add_argument(
+        "--seed", type=int, default=1, help="random seed: the same seed makes the same debtors"
+    )
     seeder.add_argument(
         "--source",
         help="a data source named in PRIVACYOPS_SOURCES: create the platform's tables there "
         "(if missing) and fill them, instead of the embedded store",
     )
+    seeder.add_argument("--json", action="store_true", help="print the summary as JSON")
     seeder.set_defaults(handler=_seed)
 
 
@@ -40,15 +48,22 @@ def _seed(args: argparse.Namespace, app: App) -> int:
 
     async def run() -> int:
         async with app.session(migrate=True) as opened:
-            if not args.source:
-                return await seed(opened.store, tenants, args.debtors, args.seed)
-            sources = Sources(app.settings, opened.store)
-            try:
-                target = await sources.store(args.source)
-                return await seed_source(target, tenants, args.debtors, args.seed)
-            finally:
-                await sources.close()
+            with progress.bar("seeding debtors", args.debtors * len(tenants)) as advance:
+                if not args.source:
+                    return await seed(opened.store, tenants, args.debtors, args.seed, advance)
+                sources = Sources(app.settings, opened.store)
+                try:
+                    target = await sources.store(args.source)
+                    return await seed_source(target, tenants, args.debtors, args.seed, advance)
+                finally:
+                    await sources.close()
 
     written = asyncio.run(run())
-    print(f"seeded {args.debtors} debtor(s) per tenant for {', '.join(tenants)}: {written} rows")
+    if args.json:
+        print(json.dumps({"tenants": tenants, "debtors": args.debtors, "rows": written}))
+    else:
+        print(
+            f"seeded {args.debtors} debtor(s) per tenant for {', '.join(tenants)}: "
+            f"{written} new rows"
+        )
     return EXIT_OK

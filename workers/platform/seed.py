@@ -8,7 +8,7 @@ is seeded, so the same arguments give the same store.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
 
 from infra.store import Store
@@ -185,23 +185,48 @@ def chunks(tenant: str, debtors: int, seed: int, size: int = 5_000) -> Iterator[
         yield seeder
 
 
-async def seed(store: Store, tenants: list[str], debtors: int, seed_value: int = 1) -> int:
-    """Fill the store; return the number of rows written."""
+#: Where each table's row holds the subject_ref (accounts lead with their own id).
+SUBJECT_AT = {"accounts": 2}
+
+
+async def seed(
+    store: Store,
+    tenants: list[str],
+    debtors: int,
+    seed_value: int = 1,
+    advance: Callable[[int], None] | None = None,
+) -> int:
+    """Fill the store; return the number of rows written. Debtors already in the store
+    (a second run) are skipped whole, so nothing (contact points, payments...) doubles.
+    ``advance(n)`` is told of every ``n`` debtors done (a progress bar)."""
     written = 0
     for tenant in tenants:
+        async with store.transaction() as tx:
+            rows = await tx.fetchall(
+                "SELECT subject_ref FROM debtors WHERE tenant_id = ?", (tenant,)
+            )
+        present = {str(r[0]) for r in rows}
         for chunk in chunks(tenant, debtors, seed_value):
             async with store.transaction() as tx:
-                for table, rows in chunk.rows.items():
-                    for row in rows:
-                        tx.stage(INSERTS[table], row)
-                    written += len(rows)
+                for table, found in chunk.rows.items():
+                    fresh = [r for r in found if r[SUBJECT_AT.get(table, 1)] not in present]
+                    tx.stage_all((INSERTS[table], row) for row in fresh)
+                    written += len(fresh)
+            if advance is not None:
+                advance(len({r[1] for r in chunk.rows.get("debtors", [])}))
     return written
 
 
-async def seed_source(store: Store, tenants: list[str], debtors: int, seed_value: int = 1) -> int:
+async def seed_source(
+    store: Store,
+    tenants: list[str],
+    debtors: int,
+    seed_value: int = 1,
+    advance: Callable[[int], None] | None = None,
+) -> int:
     """A platform database of its own (a data source, issue 13): its tables created if
     missing (``SOURCE_TABLES``), then filled like the embedded store; rows written."""
     ddl = SOURCE_TABLES if store.dialect == "sqlite" else to_postgresql(SOURCE_TABLES)
     async with store.transaction() as tx:
         await tx.execute_script(ddl)
-    return await seed(store, tenants, debtors, seed_value)
+    return await seed(store, tenants, debtors, seed_value, advance)

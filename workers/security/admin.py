@@ -1,7 +1,8 @@
 """Admin actions on incidents and the regulator report clock, without a message.
 
 Each action is one transaction with standalone effects (infra/runtime/worker.py), actor
-``operator:<settings.operator>`` (or ``sweep:reports``), an audit entry and a
+``operator:<settings.operator>`` (the console passes ``admin:<name>``; the sweep is
+``sweep:reports``), an audit entry and a
 timeline entry naming the cause, and the tenant told through ``incident.updated``
 (POPIA s21(2)).
 
@@ -84,8 +85,10 @@ async def confirm(
     operator: str,
     now: datetime,
     tenant_id: str | None = None,
+    *,
+    actor: str | None = None,
 ) -> Incident:
-    actor = f"operator:{operator}"
+    actor = actor or f"operator:{operator}"
     async with store.transaction() as tx:
         before = await load(tx, incident_id, tenant_id)
         if before.status is IncidentStatus.CLOSED:
@@ -119,9 +122,11 @@ async def set_status(
     operator: str,
     now: datetime,
     tenant_id: str | None = None,
+    *,
+    actor: str | None = None,
 ) -> Incident:
     """``contain`` or ``close``; closing a compromise needs its report sent first."""
-    actor = f"operator:{operator}"
+    actor = actor or f"operator:{operator}"
     async with store.transaction() as tx:
         before = await load(tx, incident_id, tenant_id)
         if before.status is IncidentStatus.CLOSED:
@@ -152,9 +157,11 @@ async def mark_report_sent(
     now: datetime,
     reason: str | None,
     tenant_id: str | None = None,
+    *,
+    actor: str | None = None,
 ) -> dict[str, Any]:
     """Record the report as sent; a late one needs the reasons for the delay (art 33(1))."""
-    actor = f"operator:{operator}"
+    actor = actor or f"operator:{operator}"
     async with store.transaction() as tx:
         incident = await load(tx, incident_id, tenant_id)
         report = await report_of(tx, incident)

@@ -69,8 +69,8 @@ def register(sub: SubParsers) -> None:
     actions = incidents.add_subparsers(dest="incidents_action", required=True)
     listing = actions.add_parser("list", help="incidents, with the 72-hour report flag")
     listing.add_argument("--open", action="store_true", help="only incidents not closed")
-    listing.add_argument("--tenant")
-    listing.add_argument("--json", action="store_true")
+    listing.add_argument("--tenant", help="only this tenant's incidents")
+    listing.add_argument("--json", action="store_true", help="print JSON ([] when none)")
     listing.set_defaults(handler=_list)
     for name, handler, text in (
         ("show", _show, "one incident with its timeline"),
@@ -79,12 +79,12 @@ def register(sub: SubParsers) -> None:
         ("close", _close, "close the incident (audited; needs the report sent)"),
     ):
         action = actions.add_parser(name, help=text)
-        action.add_argument("incident_id")
-        action.add_argument("--tenant")
+        action.add_argument("incident_id", help="the incident's id")
+        action.add_argument("--tenant", help="the incident's tenant")
         action.set_defaults(handler=handler)
     report = actions.add_parser("report", help="the regulator report as JSON")
-    report.add_argument("incident_id")
-    report.add_argument("--tenant")
+    report.add_argument("incident_id", help="the incident's id")
+    report.add_argument("--tenant", help="the incident's tenant")
     report.add_argument("--sent", action="store_true", help="record it as sent now (audited)")
     report.add_argument("--reason", help="reasons for a delay past 72 hours (GDPR art 33(1))")
     report.set_defaults(handler=_report)
@@ -139,7 +139,7 @@ def _list(args: argparse.Namespace, app: App) -> int:
             f" {r['score']:>5.2f} alerts {r['alerts']:<6} subjects {r['subjects']:<6}"
             f" opened {r['opened_at'][:19]}{flag}"
         )
-    return EXIT_OK if rows else EXIT_NOTHING
+    return EXIT_OK  # a query: no incident is an answer
 
 
 def _show(args: argparse.Namespace, app: App) -> int:

@@ -63,6 +63,7 @@ async def test_a_store_from_before_versions_is_refused_then_migrated_and_used(
             "runtime": "behind",
             "audit_chain": "behind",
             "platform": "behind",
+            "console": "behind",
             "consent": "behind",
             "dsr": "behind",
             "notifier": "behind",
