@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from infra.dlq.admin import replay_headers
-from infra.dlq.cli import _view
+from infra.dlq.cli import view
 from infra.dlq.codec import (
     CARRIED_PROPERTIES,
     Selection,
@@ -107,7 +107,7 @@ def test_any_dead_letter_is_listed_shown_replayed_and_exported(
     json.dumps(mask_body(body), default=str)
     json.dumps(mask_headers(letter.raw_headers), default=str)
     for reveal in (False, True):
-        json.dumps(_view(letter, reveal), default=str)
+        json.dumps(view(letter, reveal), default=str)
     replay_headers(letter, "operator", NOW)
     line = to_record(letter)
     try:
