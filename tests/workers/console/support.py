@@ -43,9 +43,14 @@ def review_tenants(tmp_path: Path) -> Path:
 
 @asynccontextmanager
 async def world(
-    settings: Settings, start_service: ServiceFactory, publisher: Publisher, tmp_path: Path
+    settings: Settings,
+    start_service: ServiceFactory,
+    publisher: Publisher,
+    tmp_path: Path,
+    **changes: object,
 ) -> AsyncIterator[World]:
     settings = settings.with_changes(
+        **changes,
         tenants_path=review_tenants(tmp_path),
         export_dir=tmp_path / "exports",
         console_port=0,

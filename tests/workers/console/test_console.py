@@ -104,6 +104,20 @@ async def test_login_sets_a_strict_httponly_cookie_and_the_list_flags_the_overdu
 
 
 @pytest.mark.stores("sqlite")  # about the server, not the store
+async def test_behind_tls_the_cookies_are_secure(
+    settings: Settings, start_service: ServiceFactory, publisher: Publisher, tmp_path: Path
+) -> None:
+    async with (
+        world(settings, start_service, publisher, tmp_path, console_tls=True) as w,
+        client() as http,
+    ):
+        async with http.get(f"{w.console}/login") as page:
+            cookie = page.headers["Set-Cookie"]
+        assert "Secure" in cookie
+        assert "HttpOnly" in cookie
+
+
+@pytest.mark.stores("sqlite")  # about the server, not the store
 async def test_login_is_rate_limited_even_for_the_right_password(served: World) -> None:
     async with client() as http:
         for _ in range(served.settings.console_login_attempts):
