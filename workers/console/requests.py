@@ -35,7 +35,7 @@ from infra.console.web import (
 from infra.redaction import redact_text
 from messages.errors import RuleViolation, UnknownSubject
 from workers.console.scope import tenants_clause
-from workers.dsr import downloads, package
+from workers.dsr import downloads, package, steps
 from workers.dsr.rules import deadline_state, local_date
 
 FINAL = ("completed", "partially_completed", "refused")
@@ -167,6 +167,8 @@ async def detail(request: web.Request) -> web.Response:
             (tenant, request_id),
         )
         review_row = await tx.fetchone(console_tables.REVIEW_FIND, (tenant, request_id))
+        # Per data source (issue 13): what ran, what waits for a source, and why.
+        progress = await steps.progress(tx, tenant, request_id)
     sent = [
         {"at": n[0], "kind": n[1], "channel": n[2], "status": n[3]}
         for n in notices
@@ -182,6 +184,7 @@ async def detail(request: web.Request) -> web.Response:
             dict(zip(("at", "from", "to", "reason"), t, strict=True)) for t in transitions
         ],
         holds=[dict(zip(("group", "basis", "run_after"), h, strict=True)) for h in holds],
+        steps=progress,
         notices=sent,
         pkg=dict(zip(("created_at", "expires_at", "downloaded_at"), pkg, strict=True))
         if pkg

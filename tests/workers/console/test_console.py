@@ -178,3 +178,14 @@ async def test_wrong_codes_are_rate_limited_then_even_the_right_one_waits(
         for _ in range(served.settings.download_attempts):
             assert (await download(subject, served, "not-the-code")).status == 400
         assert (await download(subject, served, served.code)).status == 429
+
+
+async def test_a_request_shows_its_progress_on_each_data_source(served: World) -> None:
+    """Issue 15: the detail shows per-source progress (issue 13's steps): the access request
+    read the embedded store in round 0, and the step is done."""
+    async with client() as http:
+        assert await login(http, served, "alice") == 303
+        async with http.get(f"{served.console}/requests/acme/r-access") as page:
+            text = await page.text()
+    section = text[text.index('id="sources"') : text.index("Notices sent")]
+    assert "<td>0</td><td>embedded</td><td>done</td>" in section
