@@ -16,6 +16,11 @@ Rules enforced (docs/rules.md "Data-subject requests", "Identity", "Deadlines",
   ``dsr.verified`` records who verified and how. A request whose reference and
   ID number name different people is refused before anything is read.
 * Erasure yields to retention duties: see ``workers.dsr.erasure``.
+* The data lives in the data sources the data map names (issue 13): once verified,
+  access, portability, rectification and erasure are planned as one step per source
+  and carried out by the step runner (``workers.dsr.steps``), each in its source's
+  own transaction, recorded before and after; the answer waits for every source
+  (``workers.dsr.rounds``).
 * Every step is a stored transition with what, when and why; every outcome is
   told to the subject through the notification outbox, never with the data
   itself (the access package goes by an expiring, single-use code, carried to
@@ -36,6 +41,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 from datetime import date, datetime, timedelta, tzinfo
 from typing import Any, ClassVar
 
@@ -120,7 +126,7 @@ class DsrWorker(Worker):
         if planned and self.runner is not None:
             self.runner.wake()
 
-    def source_tx(self, table: str, tx: Transaction) -> Any:
+    def source_tx(self, table: str, tx: Transaction) -> AbstractAsyncContextManager[Transaction]:
         """A transaction on the source holding ``table`` (the embedded one: ``tx`` itself)."""
         assert self.sources is not None, "open() or attach() runs first"
         return self.sources.transaction(self.datamap.source_of(table), within=tx)

@@ -52,7 +52,8 @@ DUE_ERASURES = (
     " WHERE (d.run_after <= ? OR d.run_after IS NULL) AND NOT EXISTS (SELECT 1 FROM dsr_steps s"
     " WHERE s.tenant_id = d.tenant_id AND s.request_id = d.request_id"
     " AND s.status IN ('pending', 'running'))"
-    " GROUP BY d.tenant_id, d.subject_ref, d.request_id LIMIT ?"
+    " GROUP BY d.tenant_id, d.subject_ref, d.request_id"
+    " ORDER BY CASE WHEN min(d.run_after) IS NULL THEN 1 ELSE 0 END LIMIT ?"
 )
 OPEN_ACCOUNTS = (
     "SELECT count(*) FROM accounts WHERE tenant_id = ? AND subject_ref = ? AND status = 'open'"

@@ -21,6 +21,7 @@ from infra.runtime.service import Service
 from infra.store.migrations import to_postgresql
 from tests.support.db import connect, register, unregister
 from tests.support.dsr import (
+    DATAMAP,
     EMAIL,
     add_account,
     answered,
@@ -98,6 +99,15 @@ async def test_access_and_erasure_with_holds_on_a_postgresql_platform_database(
     assert document["tables"]["accounts"]["rows"][0]["account_id"] == "acc-1001"
     assert EMAIL in json.dumps(document["tables"]["contact_points"]["rows"])
     assert steps(db, "r-see") == {"embedded": "done", "platform": "done"}
+    # tenant isolation: bravo's debtor-open (the same reference, in the same database) is not
+    assert len(document["tables"]["debtors"]["rows"]) == 1
+    assert "acc-2001" not in json.dumps(document)
+    await publisher.publish(request("r-take", "portability"))
+    assert await answered(db, "r-take") == "completed"
+    portable = package_document(db, changed, "r-take")
+    assert set(portable["tables"]) == {
+        n for n, t in DATAMAP.tables.items() if t.provided_by_subject
+    }
 
     # the open debt holds everything of debtor-open; debtor-gone's closed debt has expired
     await publisher.publish(request("r-open", "erasure"))
