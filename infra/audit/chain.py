@@ -80,11 +80,8 @@ class Entry:
         values = dict(zip(FIELDS, params, strict=True))
         return cls(seq=seq, **values)
 
-    def fields(self) -> dict[str, Any]:
-        """The hashed fields (``details`` as the stored JSON text, byte for byte)."""
-        return {f: getattr(self, f) for f in FIELDS}
-
     def digest(self) -> str:
+        """Over the fields and ``seq`` (``details`` as the stored JSON text, byte for byte)."""
         return digest_of_values(self.params(), self.seq)
 
     def params(self) -> tuple[Any, ...]:

@@ -162,7 +162,16 @@ def test_a_crafted_row_key_is_refused(row_key: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "table", ["inbox", "audit_log", "event_outbox", "notification_outbox", "schema_migrations"]
+    "table",
+    [
+        "inbox",
+        "audit_log",
+        "audit_chain_head",
+        "audit_checkpoints",
+        "event_outbox",
+        "notification_outbox",
+        "schema_migrations",
+    ],
 )
 def test_the_map_may_not_name_runtime_tables(table: str) -> None:
     with pytest.raises(ValueError, match="own tables"):
