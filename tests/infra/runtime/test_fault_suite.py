@@ -46,7 +46,7 @@ async def cleaned(settings: Settings) -> Iterator[Settings]:
 @pytest.mark.timeout(240)
 async def test_worker_killed_at_random_points(cleaned: Settings, tmp_path: Path) -> None:
     seed = int(os.environ.get("FAULTS_SEED", "1414"))
-    row = await scenarios.kill_worker(cleaned, tmp_path, n=2_000, kills=4, seed=seed)
+    row = await scenarios.kill_worker(cleaned, tmp_path, n=1_500, kills=3, seed=seed)
     assert_clean(row)
 
 
