@@ -28,6 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from config.settings import Settings
+from messages.errors import BrokerUnavailable
 from messages.names import Names
 from tests.infra.runtime.test_faults import privacyops_bin, worker_env
 from tests.support.fault_scenarios import publish_all
@@ -119,8 +120,16 @@ async def main(args: argparse.Namespace) -> int:
                     consent_changed(f"soak-{(published + i) % args.subjects:06d}")
                     for i in range(chunk)
                 ]
-                await publish_all(url, settings.namespace, batch)
-                published += chunk
+                for attempt in range(30):  # the machine's broker is shared: ride out a blip
+                    try:
+                        await publish_all(url, settings.namespace, batch)
+                        break
+                    except BrokerUnavailable:
+                        print(f"# publish retried ({attempt + 1}): broker unavailable", flush=True)
+                        await asyncio.sleep(5)
+                else:
+                    raise RuntimeError("the broker stayed away")
+                published += chunk  # a copy published twice is absorbed by the inbox
             else:
                 await asyncio.sleep(0.5)
         elapsed = time.monotonic() - started
