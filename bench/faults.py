@@ -37,15 +37,14 @@ from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.faultkit import scenarios
+from bench.faultkit.common import AMQP_URL, delete_namespace
+from bench.faultkit.pg_instance import PgInstance
+from bench.faultkit.rabbit_cluster import RabbitCluster
+from bench.faultkit.tcp_proxy import TcpProxy
 from config.settings import Settings
 from infra import logging as plog
 from messages.names import Names
-from tests.support import db as test_db
-from tests.support import fault_scenarios as scenarios
-from tests.support.helpers import AMQP_URL, delete_namespace
-from tests.support.pg_instance import PgInstance
-from tests.support.rabbit_cluster import RabbitCluster
-from tests.support.tcp_proxy import TcpProxy
 
 ALL = ("kill", "cluster", "cut", "sqlite", "postgres")
 
@@ -117,7 +116,6 @@ async def postgres(scale: float) -> scenarios.Row:
     try:
         await asyncio.to_thread(pg.start)
         s = fresh_settings(store_url=pg.url, connect_timeout_s=2)
-        test_db.register(s.db_path, pg.url)
         return await cleaned(s, lambda: scenarios.postgres_down(s, pg, int(5_000 * scale), 10))
     finally:
         await asyncio.to_thread(pg.close)

@@ -27,12 +27,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.faultkit.common import (
+    AMQP_URL,
+    consent_changed,
+    delete_namespace,
+    privacyops_bin,
+    queue_depth,
+    worker_env,
+)
+from bench.faultkit.scenarios import publish_all
 from config.settings import Settings
 from messages.errors import BrokerUnavailable
 from messages.names import Names
-from tests.infra.runtime.test_faults import privacyops_bin, worker_env
-from tests.support.fault_scenarios import publish_all
-from tests.support.helpers import AMQP_URL, consent_changed, delete_namespace, queue_depth
 
 LIMIT_MB = 150
 

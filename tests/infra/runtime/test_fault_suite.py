@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 
+from bench.faultkit import scenarios
+from bench.faultkit.pg_instance import PgInstance
+from bench.faultkit.rabbit_cluster import RabbitCluster
 from config.settings import Settings
 from messages.names import Names
 from tests.support import db as test_db
-from tests.support import fault_scenarios as scenarios
 from tests.support.helpers import delete_namespace
-from tests.support.pg_instance import PgInstance
-from tests.support.rabbit_cluster import RabbitCluster
 
 pytestmark = [pytest.mark.faults, pytest.mark.stores("sqlite")]
 
