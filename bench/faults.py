@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
+import shutil
 import sys
 import tempfile
 import time
@@ -68,13 +69,17 @@ def fresh_settings(**changes: object) -> Settings:
 
 
 async def cleaned(settings: Settings, run: Callable[[], Awaitable[scenarios.Row]]) -> scenarios.Row:
+    """Run a scenario; then delete its queues and its temporary directory."""
     try:
         return await run()
     finally:
-        if settings.amqp_url.get_secret_value() == AMQP_URL:
-            await delete_namespace(
-                AMQP_URL, Names(settings.namespace), ["consent"], settings.retry_delays_ms
-            )
+        try:
+            if settings.amqp_url.get_secret_value() == AMQP_URL:
+                await delete_namespace(
+                    AMQP_URL, Names(settings.namespace), ["consent"], settings.retry_delays_ms
+                )
+        finally:
+            shutil.rmtree(settings.db_path.parent, ignore_errors=True)
 
 
 async def kill(seed: int, scale: float) -> scenarios.Row:
@@ -90,7 +95,9 @@ async def cluster(scale: float) -> scenarios.Row:
         await asyncio.to_thread(nodes.start)
         print(f"# cluster of 3 started in {time.monotonic() - started:.0f} s", flush=True)
         s = fresh_settings(prefetch=100, batch_max=100)
-        return await scenarios.cluster_leader_killed(s, nodes, int(10_000 * scale))
+        return await cleaned(
+            s, lambda: scenarios.cluster_leader_killed(s, nodes, int(10_000 * scale))
+        )
     finally:
         await asyncio.to_thread(nodes.close)
 

@@ -61,6 +61,14 @@ def store_mb(db: Path) -> float:
 
 async def main(args: argparse.Namespace) -> int:
     home = Path(tempfile.mkdtemp(prefix="privacyops-soak-"))
+    try:
+        return await soak(args, home)
+    finally:
+        if not args.keep:
+            shutil.rmtree(home, ignore_errors=True)
+
+
+async def soak(args: argparse.Namespace, home: Path) -> int:
     settings = Settings(
         amqp_url=AMQP_URL,
         namespace=f"soak{uuid.uuid4().hex[:8]}",
@@ -160,8 +168,6 @@ async def main(args: argparse.Namespace) -> int:
     spread = (max(samples) - min(samples[1:] or samples)) if samples else float("nan")
     print(f"# RSS max {worst:.1f} MB, spread after the first checkpoint {spread:.1f} MB")
     ok = history == args.messages and worst < LIMIT_MB
-    if not args.keep:
-        shutil.rmtree(home, ignore_errors=True)
     return 0 if ok else 1
 
 
