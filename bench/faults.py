@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
+import shutil
 import sys
 import tempfile
 import time
@@ -37,15 +38,14 @@ from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.faultkit import scenarios
+from bench.faultkit.common import AMQP_URL, delete_namespace
+from bench.faultkit.pg_instance import PgInstance
+from bench.faultkit.rabbit_cluster import RabbitCluster
+from bench.faultkit.tcp_proxy import TcpProxy
 from config.settings import Settings
 from infra import logging as plog
 from messages.names import Names
-from tests.support import db as test_db
-from tests.support import fault_scenarios as scenarios
-from tests.support.helpers import AMQP_URL, delete_namespace
-from tests.support.pg_instance import PgInstance
-from tests.support.rabbit_cluster import RabbitCluster
-from tests.support.tcp_proxy import TcpProxy
 
 ALL = ("kill", "cluster", "cut", "sqlite", "postgres")
 
@@ -69,13 +69,17 @@ def fresh_settings(**changes: object) -> Settings:
 
 
 async def cleaned(settings: Settings, run: Callable[[], Awaitable[scenarios.Row]]) -> scenarios.Row:
+    """Run a scenario; then delete its queues and its temporary directory."""
     try:
         return await run()
     finally:
-        if settings.amqp_url.get_secret_value() == AMQP_URL:
-            await delete_namespace(
-                AMQP_URL, Names(settings.namespace), ["consent"], settings.retry_delays_ms
-            )
+        try:
+            if settings.amqp_url.get_secret_value() == AMQP_URL:
+                await delete_namespace(
+                    AMQP_URL, Names(settings.namespace), ["consent"], settings.retry_delays_ms
+                )
+        finally:
+            shutil.rmtree(settings.db_path.parent, ignore_errors=True)
 
 
 async def kill(seed: int, scale: float) -> scenarios.Row:
@@ -91,7 +95,9 @@ async def cluster(scale: float) -> scenarios.Row:
         await asyncio.to_thread(nodes.start)
         print(f"# cluster of 3 started in {time.monotonic() - started:.0f} s", flush=True)
         s = fresh_settings(prefetch=100, batch_max=100)
-        return await scenarios.cluster_leader_killed(s, nodes, int(10_000 * scale))
+        return await cleaned(
+            s, lambda: scenarios.cluster_leader_killed(s, nodes, int(10_000 * scale))
+        )
     finally:
         await asyncio.to_thread(nodes.close)
 
@@ -117,7 +123,6 @@ async def postgres(scale: float) -> scenarios.Row:
     try:
         await asyncio.to_thread(pg.start)
         s = fresh_settings(store_url=pg.url, connect_timeout_s=2)
-        test_db.register(s.db_path, pg.url)
         return await cleaned(s, lambda: scenarios.postgres_down(s, pg, int(5_000 * scale), 10))
     finally:
         await asyncio.to_thread(pg.close)

@@ -27,11 +27,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.faultkit.common import (
+    AMQP_URL,
+    consent_changed,
+    delete_namespace,
+    privacyops_bin,
+    queue_depth,
+    worker_env,
+)
+from bench.faultkit.scenarios import publish_all
 from config.settings import Settings
+from messages.errors import BrokerUnavailable
 from messages.names import Names
-from tests.infra.runtime.test_faults import privacyops_bin, worker_env
-from tests.support.fault_scenarios import publish_all
-from tests.support.helpers import AMQP_URL, consent_changed, delete_namespace, queue_depth
 
 LIMIT_MB = 150
 
@@ -54,6 +61,14 @@ def store_mb(db: Path) -> float:
 
 async def main(args: argparse.Namespace) -> int:
     home = Path(tempfile.mkdtemp(prefix="privacyops-soak-"))
+    try:
+        return await soak(args, home)
+    finally:
+        if not args.keep:
+            shutil.rmtree(home, ignore_errors=True)
+
+
+async def soak(args: argparse.Namespace, home: Path) -> int:
     settings = Settings(
         amqp_url=AMQP_URL,
         namespace=f"soak{uuid.uuid4().hex[:8]}",
@@ -119,8 +134,16 @@ async def main(args: argparse.Namespace) -> int:
                     consent_changed(f"soak-{(published + i) % args.subjects:06d}")
                     for i in range(chunk)
                 ]
-                await publish_all(url, settings.namespace, batch)
-                published += chunk
+                for attempt in range(30):  # the machine's broker is shared: ride out a blip
+                    try:
+                        await publish_all(url, settings.namespace, batch)
+                        break
+                    except BrokerUnavailable:
+                        print(f"# publish retried ({attempt + 1}): broker unavailable", flush=True)
+                        await asyncio.sleep(5)
+                else:
+                    raise RuntimeError("the broker stayed away")
+                published += chunk  # a copy published twice is absorbed by the inbox
             else:
                 await asyncio.sleep(0.5)
         elapsed = time.monotonic() - started
@@ -145,8 +168,6 @@ async def main(args: argparse.Namespace) -> int:
     spread = (max(samples) - min(samples[1:] or samples)) if samples else float("nan")
     print(f"# RSS max {worst:.1f} MB, spread after the first checkpoint {spread:.1f} MB")
     ok = history == args.messages and worst < LIMIT_MB
-    if not args.keep:
-        shutil.rmtree(home, ignore_errors=True)
     return 0 if ok else 1
 
 

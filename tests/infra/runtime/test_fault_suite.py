@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 
+from bench.faultkit import scenarios
+from bench.faultkit.pg_instance import PgInstance
+from bench.faultkit.rabbit_cluster import RabbitCluster
 from config.settings import Settings
 from messages.names import Names
 from tests.support import db as test_db
-from tests.support import fault_scenarios as scenarios
 from tests.support.helpers import delete_namespace
-from tests.support.pg_instance import PgInstance
-from tests.support.rabbit_cluster import RabbitCluster
 
 pytestmark = [pytest.mark.faults, pytest.mark.stores("sqlite")]
 
@@ -46,7 +46,7 @@ async def cleaned(settings: Settings) -> Iterator[Settings]:
 @pytest.mark.timeout(240)
 async def test_worker_killed_at_random_points(cleaned: Settings, tmp_path: Path) -> None:
     seed = int(os.environ.get("FAULTS_SEED", "1414"))
-    row = await scenarios.kill_worker(cleaned, tmp_path, n=2_000, kills=4, seed=seed)
+    row = await scenarios.kill_worker(cleaned, tmp_path, n=1_500, kills=3, seed=seed)
     assert_clean(row)
 
 

@@ -205,3 +205,60 @@ async def test_any_message_is_applied_or_dead_lettered_with_a_reason(
     await wait_until(done, within=30, interval=0.02)
     assert settled == before + 1, case
     assert harness.service.ready, "the worker stopped"
+
+
+@pytest.fixture
+async def dlq_only(start_service: ServiceFactory, settings: Settings) -> AsyncIterator[Harness]:
+    """The worker's queues declared, the worker stopped: the dead-letter queue is the tools'."""
+    service = await start_service()
+    await service.stop()
+    connection = await aio_pika.connect(settings.amqp_url.get_secret_value(), timeout=5)
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        underlay = await channel.get_underlay_channel()
+        yield Harness(settings, service, underlay, connection)
+
+
+@settings(
+    max_examples=1,  # each command is a process start-up; the codec fuzz runs many examples
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(batch=st.lists(cases, min_size=15, max_size=15))
+async def test_the_dead_letter_tools_never_crash_on_any_message(
+    dlq_only: Harness, batch: list[Case], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """list, show, replay --dry-run, export and purge --all over a queue of fuzzed letters."""
+    from tests.infra.dlq.test_admin import adlq
+
+    h = dlq_only
+    dlq = h.service.names.dlq("consent")
+    placed = 0
+    for case in batch:  # straight into the dead-letter queue, as a broker dead letter would be
+        routed = Case(case.body, dlq, case.headers, case.properties)
+        try:
+            properties = aiormq.spec.Basic.Properties(headers=routed.headers, **routed.properties)
+            await h.channel.basic_publish(
+                routed.body, exchange="", routing_key=dlq, properties=properties, timeout=10
+            )
+            placed += 1
+        except (TypeError, ValueError, OverflowError, UnicodeError, struct.error):
+            continue
+    s = h.settings
+    listed = await adlq(s, "list", "--queue", "consent", "--json")
+    assert listed.returncode in (0, 1), listed.stderr
+    rows = json.loads(listed.stdout)["messages"]
+    assert len(rows) == placed
+    for row in rows[:1]:
+        shown = await adlq(s, "show", row["id"], "--queue", "consent")
+        assert shown.returncode == 0, shown.stderr
+    dry = await adlq(s, "replay", "--all", "--dry-run", "--queue", "consent", "--json")
+    assert dry.returncode in (0, 1), dry.stderr
+    out = tmp_path_factory.mktemp("export") / "letters.jsonl"
+    exported = await adlq(s, "export", str(out), "--queue", "consent")
+    assert exported.returncode in (0, 1), exported.stderr
+    purged = await adlq(s, "purge", "--all", "--yes", "--queue", "consent")
+    assert purged.returncode in (0, 1), purged.stderr
+    for result in (listed, dry, exported, purged):
+        assert "Traceback" not in result.stderr
+    assert not (await h.take_dead())

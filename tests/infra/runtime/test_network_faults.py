@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from bench.faultkit.tcp_proxy import TcpProxy
 from config.settings import Settings
 from infra import rabbit
 from infra.publisher import Publisher
@@ -23,7 +24,6 @@ from messages.consent import ConsentChanged
 from tests.support.db import connect
 from tests.support.helpers import ServiceFactory, consent_changed, queue_depth, wait_until
 from tests.support.rabbit_node import spare_port
-from tests.support.tcp_proxy import TcpProxy
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(120), pytest.mark.stores("sqlite")]
 

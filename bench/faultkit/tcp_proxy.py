@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from tests.support.rabbit_node import spare_port
+from bench.faultkit.rabbit_node import spare_port
 
 
 class TcpProxy:

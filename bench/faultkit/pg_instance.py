@@ -17,7 +17,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from tests.support.rabbit_node import spare_port
+from bench.faultkit.rabbit_node import spare_port
 
 
 def pg_bin() -> Path:

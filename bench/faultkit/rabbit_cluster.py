@@ -15,7 +15,7 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
-from tests.support.rabbit_node import RabbitNode
+from bench.faultkit.rabbit_node import RabbitNode
 
 
 class RabbitCluster:

@@ -29,13 +29,18 @@ from pathlib import Path
 
 import aio_pika
 
+from bench.faultkit.common import (
+    WorkerProcess,
+    connect,
+    consent_changed,
+    register_store,
+    wait_until,
+)
 from config.settings import Settings
 from infra.publisher import Publisher
 from infra.runtime.service import Service
 from messages.consent import ConsentChanged
 from messages.names import Names
-from tests.support.db import connect
-from tests.support.helpers import consent_changed, wait_until
 from workers import registry
 from workers.consent import ConsentWorker
 
@@ -200,6 +205,7 @@ async def dlq_depth(settings: Settings) -> int:
 
 
 async def start_service(settings: Settings) -> Service:
+    register_store(settings)
     service = Service(settings, [ConsentWorker()], schemas=registry.schemas())
     await service.start()
     return service
@@ -214,8 +220,7 @@ async def kill_worker(
     """``privacyops run`` as a subprocess, SIGKILLed ``kills`` times at seeded random points
     of an ``n``-message stream, restarted each time; recovery: the longest time from a
     restart until the worker applied again."""
-    from tests.infra.runtime.test_faults import WorkerProcess
-
+    register_store(settings)
     rng = random.Random(seed)
     db = settings.db_path
     sent = messages("kill", n)
@@ -308,7 +313,7 @@ async def sqlite_locked(settings: Settings, n: int, lock_s: float) -> Row:
 async def postgres_down(settings: Settings, pg: object, n: int, down_s: float) -> Row:
     """The scenario's own PostgreSQL instance stopped mid-stream for ``down_s`` seconds,
     then started; recovery: from the start until the worker applied again."""
-    from tests.support.pg_instance import PgInstance
+    from bench.faultkit.pg_instance import PgInstance
 
     assert isinstance(pg, PgInstance)
     db = settings.db_path
@@ -342,7 +347,7 @@ async def network_cut(settings: Settings, proxy: object, n: int, cut_s: float) -
     """The worker's only address goes through ``proxy`` (tests/support/tcp_proxy.py); the
     link is cut mid-stream for ``cut_s`` seconds; recovery: from the link's return until
     the worker applied again."""
-    from tests.support.tcp_proxy import TcpProxy
+    from bench.faultkit.tcp_proxy import TcpProxy
 
     assert isinstance(proxy, TcpProxy)
     direct = settings.amqp_url.get_secret_value()
@@ -375,7 +380,7 @@ async def cluster_leader_killed(settings: Settings, cluster: object, n: int) -> 
     is a quorum queue on 3 nodes. The leader node is SIGKILLed mid-stream (taking the
     worker's connection with it); recovery: from the kill until the worker applied again
     (past what a batch in flight at the kill could still commit)."""
-    from tests.support.rabbit_cluster import RabbitCluster
+    from bench.faultkit.rabbit_cluster import RabbitCluster
 
     assert isinstance(cluster, RabbitCluster)
     names = Names(settings.namespace)
