@@ -229,27 +229,35 @@ class PostgresStore:
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[PostgresTransaction]:
         """BEGIN ... COMMIT on a pooled connection; rolled back if the block raises."""
-        if self._pool is None:
+        pool = self._pool
+        if pool is None:
             raise StoreUnavailable("store is not open")
         try:
-            conn = await self._pool.acquire(timeout=self._timeout)
+            conn = await pool.acquire(timeout=self._timeout)
         except (asyncpg.PostgresError, asyncpg.InterfaceError, *_CONNECTION) as exc:
             raise translate(exc) from exc
         try:
             tx = PostgresTransaction(conn, self._hooks)
             transaction = conn.transaction()
-            await _guard(transaction.start())
             try:
+                await _guard(transaction.start())
                 yield tx
                 await tx.flush()
                 await _guard(transaction.commit())
             except BaseException:
-                with contextlib.suppress(*_ROLLBACK_ERRORS):
+                rolled_back = False
+                with contextlib.suppress(*_ROLLBACK_ERRORS, asyncio.CancelledError):
                     await transaction.rollback()
+                    rolled_back = True
+                if not rolled_back:
+                    # Cancelled mid-statement or mid-BEGIN (shutdown, a handler timeout),
+                    # or the rollback cancelled in turn: the connection is dropped, never
+                    # handed back to the pool inside a transaction.
+                    conn.terminate()
                 raise
         finally:
             with contextlib.suppress(*_ROLLBACK_ERRORS):
-                await self._pool.release(conn)
+                await pool.release(conn)
 
 
 _ROLLBACK_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, *_CONNECTION)

@@ -50,8 +50,13 @@ def register(sub: SubParsers) -> None:
     holds.add_argument("--json", action="store_true", help="print the summary as JSON")
     holds.set_defaults(handler=_sweep)
     datamap = sub.add_parser("datamap", help="the data map against the live data sources")
-    datamap.add_argument("action", choices=["check"])
-    datamap.add_argument("--json", action="store_true")
+    datamap.add_argument(
+        "action",
+        choices=["check"],
+        help="check: tables and columns exist in each source, every column is classified, "
+        "personal-looking columns not in the map are reported (exit 1 on any problem)",
+    )
+    datamap.add_argument("--json", action="store_true", help="print the problems as JSON")
     datamap.set_defaults(handler=_datamap_check)
 
 
