@@ -40,6 +40,7 @@ from typing import Any, TextIO
 # bench/consent_throughput.py, on sys.path as the script's directory.
 from consent_throughput import (
     PROBE,
+    STORE_KEY,
     declare,
     delete_namespace,
     prepublish,
@@ -52,6 +53,7 @@ from pydantic import SecretStr
 
 from config.settings import Settings
 from infra import logging as plog
+from infra.keys import store_key
 from infra.runtime.service import Service
 from messages.names import Names
 from workers import registry
@@ -108,11 +110,11 @@ async def worker_run(settings: Settings, count: int) -> dict[str, Any]:
             await PROBE.done.wait()
         elapsed = PROBE.finished - PROBE.started
         relay = service.outboxes.events
-        events = store_count(settings.db_path, "SELECT count(*) FROM event_outbox")
+        events = store_count(settings, "SELECT count(*) FROM event_outbox")
         await wait_for(lambda: relay.published >= events, 120)
     finally:
         await service.stop()
-    db = settings.db_path
+    db = settings
     return {
         "rate": count / elapsed,
         "seconds": elapsed,
@@ -162,6 +164,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         db_path=tmp / "warn.db",
         key_dir=tmp / "keys",
     )
+    STORE_KEY[0] = store_key(base)  # the run's stores are encrypted, as deployed
     n = args.messages
     fingerprints = max(1, round(n * args.fingerprints))
     results: dict[str, Any] = {
