@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
 import os
@@ -19,13 +18,15 @@ from typing import Any
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
 
+# The broker helpers the fault kit (bench/, which may not import tests) shares with the tests.
+from bench.faultkit.common import delete_namespace as delete_namespace
+from bench.faultkit.common import queue_depth as queue_depth
+from bench.faultkit.common import wait_until as wait_until
 from config.settings import Settings
-from infra import topology
 from infra.runtime.service import Service
 from infra.runtime.session import session
 from infra.store import Store
 from messages.consent import ConsentChanged, ConsentChangedPayload, Evidence
-from messages.names import Names
 
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 #: The installed ``privacyops`` command, beside the interpreter running the tests.
@@ -42,13 +43,6 @@ async def migrated_store(settings: Settings) -> AsyncIterator[Store]:
 
     async with session(settings, registry.schemas(), migrate=True) as opened:
         yield opened.store
-
-
-async def delete_namespace(url: str, names: Names, workers: list[str], delays: list[int]) -> None:
-    """Delete the exchanges and queues a test declared."""
-    connection = await aio_pika.connect(url, timeout=5)
-    async with connection:
-        await topology.delete(await connection.channel(), names, workers, delays)
 
 
 def consent_changed(
@@ -77,15 +71,6 @@ def consent_changed(
     )
 
 
-async def wait_until(
-    predicate: Callable[[], Awaitable[bool]], within: float = 20.0, interval: float = 0.05
-) -> None:
-    """Poll ``predicate`` until true; fail after ``within`` seconds."""
-    async with asyncio.timeout(within):
-        while not await predicate():  # noqa: ASYNC110 - polling the store and the broker
-            await asyncio.sleep(interval)
-
-
 async def drain_queue(url: str, queue_name: str) -> list[AbstractIncomingMessage]:
     """Take every message currently in a queue (acknowledged, so it is removed)."""
     connection = await aio_pika.connect(url, timeout=5)
@@ -96,14 +81,6 @@ async def drain_queue(url: str, queue_name: str) -> list[AbstractIncomingMessage
         while (message := await queue.get(no_ack=True, fail=False)) is not None:
             taken.append(message)
     return taken
-
-
-async def queue_depth(url: str, queue_name: str) -> int:
-    connection = await aio_pika.connect(url, timeout=5)
-    async with connection:
-        channel = await connection.channel()
-        result = await channel.declare_queue(queue_name, passive=True)
-        return int(result.declaration_result.message_count or 0)
 
 
 def log_lines(stream: io.StringIO) -> list[dict[str, Any]]:
