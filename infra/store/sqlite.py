@@ -182,15 +182,26 @@ class SqliteStore:
     async def open(self) -> None:
         prepare_file(self.path)
         try:
-            self._conn = await aiosqlite.Connection(
-                lambda: connect_file(self.path, self._key), iter_chunk_size=64
+            conn = await aiosqlite.Connection(
+                lambda: connect_file(self.path, self._key, check=False), iter_chunk_size=64
             )
-            await self._conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
-            await self._conn.execute("PRAGMA journal_mode = WAL")
-            await self._conn.execute(f"PRAGMA synchronous = {self._synchronous}")
-            await self._conn.execute("PRAGMA foreign_keys = ON")
         except DB_ERRORS as exc:
             raise translate(exc) from exc
+        try:
+            # A wrong key fails at the first read, here rather than inside the connector:
+            # close() then waits for the connection's thread to stop, so no thread is left
+            # to report to an event loop that has gone.
+            await conn.execute("SELECT count(*) FROM sqlite_master")
+            await conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
+            await conn.execute("PRAGMA journal_mode = WAL")
+            await conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+            await conn.execute("PRAGMA foreign_keys = ON")
+        except BaseException as exc:
+            await conn.close()
+            if isinstance(exc, DB_ERRORS):
+                raise translate(exc) from exc
+            raise
+        self._conn = conn
 
     async def close(self) -> None:
         if self._conn is not None:
@@ -250,14 +261,20 @@ def prepare_file(path: Path) -> None:
         raise StoreUnavailable(f"store file cannot be created: {type(exc).__name__}") from exc
 
 
-def connect_file(path: Path, key: bytes | None) -> Any:
-    """A DB-API connection: sqlite3 for a plain store, sqlcipher3 with the key set first."""
+def connect_file(path: Path, key: bytes | None, *, check: bool = True) -> Any:
+    """A DB-API connection: sqlite3 for a plain store, sqlcipher3 with the key set first.
+    With ``check``, a wrong key fails here, with a clear message, rather than at the first
+    query (and the connection is closed)."""
     if key is None:
         return sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     conn = sqlcipher3.connect(str(path), isolation_level=None, check_same_thread=False)
-    conn.execute(f"PRAGMA key = \"x'{key.hex()}'\"")
-    # Fail here, with a clear message, rather than at the first query.
-    conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    try:
+        conn.execute(f"PRAGMA key = \"x'{key.hex()}'\"")
+        if check:
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except BaseException:
+        conn.close()
+        raise
     return conn
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
@@ -89,3 +91,29 @@ async def test_writes_to_one_table_keep_their_order(store: SqliteStore) -> None:
     async with store.transaction() as tx:
         rows = await tx.fetchall("SELECT k, v FROM t WHERE tenant_id = ? ORDER BY k", ("acme",))
     assert rows == [("a", 10), ("b", 20)]
+
+
+def test_a_failed_open_leaves_no_thread_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store opened with the wrong key is closed before ``open`` raises: its connection
+    thread must not outlive the event loop and then fail in the thread (it did, about one
+    open in twenty, when the loop closed right after the refusal)."""
+    path = tmp_path / "s.db"
+    asyncio.run(_open_and_close(SqliteStore(path, key=b"k" * 32)))
+    seen: list[BaseException | None] = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: seen.append(args.exc_value))
+    for _ in range(200):
+        loop = asyncio.new_event_loop()
+        with pytest.raises(StoreRejected, match="wrong key"):
+            loop.run_until_complete(SqliteStore(path, key=b"x" * 32).open())
+        loop.close()
+    for thread in threading.enumerate():
+        if "_connection_worker_thread" in thread.name:
+            thread.join(5)
+    assert seen == []
+
+
+async def _open_and_close(store: SqliteStore) -> None:
+    await store.open()
+    await store.close()
