@@ -9,6 +9,7 @@ from random import Random
 from config.settings import Settings
 from infra.publisher import Publisher
 from infra.runtime.service import Service
+from infra.runtime.worker import Effects
 from messages.registry import decode
 from tests.support.db import connect
 from tests.support.dsr import (
@@ -25,6 +26,7 @@ from tests.support.dsr import (
 from tests.support.helpers import consent_changed, contactable, drain_queue, wait_until
 from workers.dsr import DsrWorker
 from workers.dsr.sweeps import run_all
+from workers.platform.optouts import SUPPRESSION_UPSERT
 from workers.platform.seed import sa_id_number
 
 OTHER_ID = sa_id_number(Random(7), date(1977, 7, 7))
@@ -240,3 +242,18 @@ async def test_erasure_forgets_what_privacyops_itself_keeps_about_the_subject(
     assert {c for (c,) in sql(db, "SELECT DISTINCT context FROM notification_outbox")} == {
         '{"erased": true}'
     }
+
+
+async def test_an_opt_out_kept_by_a_late_night_erasure_counts_its_years_from_the_local_date(
+    dsr: Service, settings: Settings
+) -> None:
+    """NCR reg 58(4): 3 years from the erasure's South African date, not the UTC date."""
+    worker = dsr.workers[0]
+    assert isinstance(worker, DsrWorker)
+    assert worker.runner is not None
+    late_night = datetime(2026, 3, 1, 23, 30, tzinfo=UTC)  # 01:30 SAST on 2 March
+    effects = Effects.standalone("dsr", "acme", actor="test", now=late_night)
+    async with dsr.store.transaction() as tx:
+        await worker.runner._keep_opt_outs(tx, effects, "debtor-gone", [], late_night)
+    expiries = {params[-1] for query, params in effects.writes if query == SUPPRESSION_UPSERT}
+    assert expiries == {"2029-03-02"}  # not 1 March 2029: that is a day short of 3 years
