@@ -45,7 +45,7 @@ from messages.errors import HandlerCrashed, PermanentError, PrivacyOpsError, Ret
 from workers.dsr import rights, rounds
 from workers.dsr.erasure import Holds, load_accounts
 from workers.dsr.requests import Request, load
-from workers.dsr.rules import READING
+from workers.dsr.rules import READING, local_date
 
 if TYPE_CHECKING:
     from workers.dsr.handlers import DsrWorker
@@ -286,8 +286,9 @@ class StepRunner:
             " AND status = 'refused'",
             (tenant, subject),
         )
+        today = local_date(now, self.worker.zone(tenant))  # the 3 years count from a local date
         self.worker.eraser.keep_opt_outs(
-            effects, subject, now.date(), contacts, refused=bool(refused and refused[0])
+            effects, subject, today, contacts, refused=bool(refused and refused[0])
         )
 
     async def _run(self, claimed: list[Step]) -> None:

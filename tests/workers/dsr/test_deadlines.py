@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from config.settings import Settings
+from config.tenants import DEFAULT_PATH as DEFAULT_TENANTS
 from infra.headers import H_ERROR, H_ERROR_TYPE
 from infra.publisher import Publisher
 from infra.runtime.service import Service
 from messages.dsr import DsrExtended, DsrExtendedPayload
-from tests.support.dsr import answered, request, sql
-from tests.support.helpers import drain_queue, queue_depth, wait_until
+from tests.support.dsr import answered, request, sql, start_dsr
+from tests.support.helpers import ServiceFactory, drain_queue, queue_depth, wait_until
 
 
 def extension(request_id: str, months: int, occurred_at: datetime | None = None) -> DsrExtended:
@@ -87,3 +89,25 @@ async def test_popia_access_is_due_in_30_days_and_popias_other_rights_get_no_ext
         "POPIA allows no extension for this right; only access (PAIA s57)",
     )
     assert due(settings, "r-popia") == before
+
+
+async def test_a_tenant_configured_in_another_zone_counts_its_dates_there(
+    settings: Settings, start_service: ServiceFactory, publisher: Publisher, tmp_path: Path
+) -> None:
+    """The zone is per tenant (``timezone`` in its profile); the default stays SAST."""
+    tenants = tmp_path / "tenants.toml"
+    profiles = DEFAULT_TENANTS.read_text()
+    assert "[tenants.bravo]\n" in profiles
+    tenants.write_text(
+        profiles.replace("[tenants.bravo]\n", '[tenants.bravo]\ntimezone = "Europe/London"\n')
+    )
+    await start_dsr(settings.with_changes(tenants_path=tenants), start_service, tmp_path)
+    moment = datetime(2026, 2, 28, 23, 30, tzinfo=UTC)  # 1 March in SA, 28 February in London
+    await publisher.publish(request("r-sast", "erasure", verified=False, received_at=moment))
+    await publisher.publish(
+        request("r-london", "erasure", verified=False, received_at=moment, tenant="bravo")
+    )
+    assert await answered(settings.db_path, "r-sast") == "awaiting_verification"
+    assert await answered(settings.db_path, "r-london") == "awaiting_verification"
+    assert due(settings, "r-sast") == "2026-04-01"
+    assert due(settings, "r-london") == "2026-03-28"

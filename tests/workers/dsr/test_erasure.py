@@ -9,6 +9,7 @@ from random import Random
 from config.settings import Settings
 from infra.publisher import Publisher
 from infra.runtime.service import Service
+from infra.runtime.worker import Effects
 from messages.registry import decode
 from tests.support.db import connect
 from tests.support.dsr import (
@@ -23,8 +24,11 @@ from tests.support.dsr import (
     sql,
 )
 from tests.support.helpers import consent_changed, contactable, drain_queue, wait_until
+from workers.consent import may_ask
 from workers.dsr import DsrWorker
 from workers.dsr.sweeps import run_all
+from workers.platform.keys import digest_key
+from workers.platform.optouts import SUPPRESSION_UPSERT
 from workers.platform.seed import sa_id_number
 
 OTHER_ID = sa_id_number(Random(7), date(1977, 7, 7))
@@ -240,3 +244,39 @@ async def test_erasure_forgets_what_privacyops_itself_keeps_about_the_subject(
     assert {c for (c,) in sql(db, "SELECT DISTINCT context FROM notification_outbox")} == {
         '{"erased": true}'
     }
+
+
+async def test_a_refusal_when_asked_outlives_the_erasure(
+    dsr: Service, publisher: Publisher, settings: Settings
+) -> None:
+    """POPIA s69(2)(a): the consent history goes with the erasure, "never ask" stays."""
+    db = settings.db_path
+    asked = datetime.now(UTC) - timedelta(days=1)
+    await publisher.publish(
+        consent_changed("debtor-gone", status="refused", source="call_centre", occurred_at=asked)
+    )
+    await consent_applied(settings, 1)
+    await publisher.publish(request("r-refuser", "erasure", "debtor-gone"))
+    assert await answered(db, "r-refuser") == "completed"
+
+    assert sql(db, "SELECT count(*) FROM consent_history WHERE subject_ref = 'debtor-gone'") == [
+        (0,)
+    ]
+    assert sql(db, "SELECT DISTINCT never_ask FROM suppression_list") == [(1,)]
+    key = digest_key(settings)
+    assert not await may_ask(dsr.store, "acme", "debtor-gone", digest_key=key)
+
+
+async def test_an_opt_out_kept_by_a_late_night_erasure_counts_its_years_from_the_local_date(
+    dsr: Service, settings: Settings
+) -> None:
+    """NCR reg 58(4): 3 years from the erasure's South African date, not the UTC date."""
+    worker = dsr.workers[0]
+    assert isinstance(worker, DsrWorker)
+    assert worker.runner is not None
+    late_night = datetime(2026, 3, 1, 23, 30, tzinfo=UTC)  # 01:30 SAST on 2 March
+    effects = Effects.standalone("dsr", "acme", actor="test", now=late_night)
+    async with dsr.store.transaction() as tx:
+        await worker.runner._keep_opt_outs(tx, effects, "debtor-gone", [], late_night)
+    expiries = {params[-1] for query, params in effects.writes if query == SUPPRESSION_UPSERT}
+    assert expiries == {"2029-03-02"}  # not 1 March 2029: that is a day short of 3 years

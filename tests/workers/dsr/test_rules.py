@@ -1,4 +1,5 @@
-"""Deadlines, extensions and retention holds, without I/O (DOMAIN.md sections 1 and 2)."""
+"""Deadlines, extensions and retention holds, without I/O (docs/rules.md "Deadlines",
+"Erasure and retention holds")."""
 
 from __future__ import annotations
 
