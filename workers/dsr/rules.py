@@ -73,6 +73,18 @@ def local_date(moment: datetime, zone: tzinfo) -> date:
     return moment.astimezone(zone).date()
 
 
+# The furthest ahead of UTC any zone's date runs (UTC+14): a query for what is due "today"
+# anywhere asks up to this moment, then each row is judged on its tenant's own date.
+LATEST_ZONE_AHEAD = timedelta(hours=14)
+
+
+def due_locally(run_after: str | None, now: datetime, zone: tzinfo) -> bool:
+    """Whether a deferred erasure held until ``run_after`` (an ISO date; None: until the
+    open debts close) may run again today, "today" being the tenant's date, not UTC's: a
+    hold must not end early for a tenant behind UTC."""
+    return run_after is None or date.fromisoformat(run_after) <= local_date(now, zone)
+
+
 def is_paia(regime: Regime, kind: RequestKind) -> bool:
     """A POPIA access request is a PAIA request for one's own records (POPIA s23(3))."""
     return regime is Regime.POPIA and kind is RequestKind.ACCESS

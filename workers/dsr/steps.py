@@ -378,12 +378,13 @@ class StepRunner:
     ) -> Holds:
         """The holds, evaluated on the accounts as their source holds them now."""
         eraser = self.worker.eraser
+        today = local_date(now, self.worker.zone(tenant))  # a hold ends on the tenant's date
         if "accounts" not in self.worker.datamap.tables:
-            return eraser.holds(tenant, [], now.date())
+            return eraser.holds(tenant, [], today)
         source = self.worker.datamap.source_of("accounts")
         async with self.sources.transaction(source, within=tx) as src:
             accounts = await load_accounts(src, tenant, subject)
-        return eraser.holds(tenant, accounts, now.date())
+        return eraser.holds(tenant, accounts, today)
 
     async def _answer_if_done(
         self, tx: Transaction, request: Request, claimed: list[Step], effects: Effects

@@ -38,7 +38,7 @@ from workers.dsr.erasure import ErasureResult
 from workers.dsr.forget import FORGOTTEN, forget_subject
 from workers.dsr.recipients import tell_lifted
 from workers.dsr.requests import Request, load
-from workers.dsr.rules import Status, deadline_state, local_date
+from workers.dsr.rules import LATEST_ZONE_AHEAD, Status, deadline_state, due_locally, local_date
 
 if TYPE_CHECKING:
     from workers.dsr.handlers import DsrWorker
@@ -53,7 +53,7 @@ DUE_ERASURES = (
     " WHERE s.tenant_id = d.tenant_id AND s.request_id = d.request_id"
     " AND s.status IN ('pending', 'running'))"
     " GROUP BY d.tenant_id, d.subject_ref, d.request_id"
-    " ORDER BY CASE WHEN min(d.run_after) IS NULL THEN 1 ELSE 0 END LIMIT ?"
+    " ORDER BY CASE WHEN min(d.run_after) IS NULL THEN 1 ELSE 0 END, min(d.run_after) LIMIT ?"
 )
 OPEN_ACCOUNTS = (
     "SELECT count(*) FROM accounts WHERE tenant_id = ? AND subject_ref = ? AND status = 'open'"
@@ -198,9 +198,12 @@ async def sweep_holds(
     """Deferred erasures whose hold expired (or whose open debts may have closed) run again:
     a new round of steps, one per data source (``workers/dsr/steps.py``), run now."""
     async with store.transaction() as tx:
-        due = await tx.fetchall(DUE_ERASURES, (now.date().isoformat(), limit))
+        horizon = (now + LATEST_ZONE_AHEAD).date().isoformat()
+        due = await tx.fetchall(DUE_ERASURES, (horizon, limit))
     rounds: list[tuple[str, str, int]] = []
     for tenant, subject, request_id, run_after in due:
+        if not due_locally(run_after, now, worker.zone(tenant)):
+            continue
         if run_after is None and await _debts_open(worker, store, tenant, subject):
             continue
         effects = Effects.standalone(

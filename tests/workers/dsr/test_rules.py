@@ -17,6 +17,7 @@ from workers.dsr.rules import (
     active_holds,
     add_months,
     deadline_state,
+    due_locally,
     due_on,
     extended_due_on,
     local_date,
@@ -251,3 +252,15 @@ def test_seeded_account_ids_never_contain_the_subject_ref() -> None:
     for account_id, _tenant, subject_ref, *_ in seeder.rows["accounts"]:
         assert subject_ref not in str(account_id)
         assert not str(account_id).startswith(f"{subject_ref}-")
+
+
+def test_a_hold_ends_on_the_tenants_date_not_utcs() -> None:
+    """docs/rules.md "Deadlines": "today" is the tenant's date. At 03:00 UTC on 2 March it is
+    still 1 March in New York: a hold until 2 March has not ended there, and has in SA."""
+    now = datetime(2026, 3, 2, 3, 0, tzinfo=UTC)
+    assert not due_locally("2026-03-02", now, ZoneInfo("America/New_York"))
+    assert due_locally("2026-03-02", now, ZoneInfo("Africa/Johannesburg"))
+    later = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)  # already 3 March in Auckland
+    assert due_locally("2026-03-03", later, ZoneInfo("Pacific/Auckland"))
+    assert not due_locally("2026-03-03", later, ZoneInfo("Africa/Johannesburg"))
+    assert due_locally(None, now, ZoneInfo("America/New_York"))  # until the debts close
