@@ -20,8 +20,9 @@ CONFIG_DIR = Path(__file__).resolve().parent
 #: Every name the map gives is interpolated into SQL (table, column, row key): each must be
 #: a plain lower-case identifier, so a crafted name cannot widen a statement (issue 11, E15).
 _IDENT = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
-#: privacyops' own tables: never personal-data tables a right may read, correct or erase
-#: (an erasure could otherwise delete the inbox or the audit log).
+#: privacyops' own tables (the runtime's, the audit chain's, the console's, the migrations'):
+#: never personal-data tables a right may read, correct or erase (an erasure could otherwise
+#: delete the inbox, the audit log or the console's admin accounts).
 RESERVED_TABLES = frozenset(
     {
         "inbox",
@@ -31,6 +32,9 @@ RESERVED_TABLES = frozenset(
         "event_outbox",
         "notification_outbox",
         "schema_migrations",
+        "console_admins",
+        "console_sessions",
+        "console_package_reviews",
     }
 )
 

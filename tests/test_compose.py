@@ -247,3 +247,21 @@ def test_compose_runs_the_console_and_an_smtp_sink_with_a_web_inbox(
     assert workers[PREFIX + "SMTP_HOST"] == "mailpit"
     assert workers[PREFIX + "DOWNLOAD_BASE_URL"] == env_of(console)[PREFIX + "DOWNLOAD_BASE_URL"]
     assert any(str(p).endswith(":9464") for p in services["workers"]["ports"])
+
+
+def test_the_keys_are_a_mount_of_their_own_never_the_store_volume(
+    services: dict[str, Any],
+) -> None:
+    """Issue 11, D8: in Docker the key directory is its own volume (or secrets mount)."""
+    key_dir = dockerfile_env()[PREFIX + "KEY_DIR"]
+    db_dir = str(Path(dockerfile_env()[PREFIX + "DB_PATH"]).parent)
+    for name, service in services.items():
+        if "build" not in service:
+            continue
+        volumes = [str(v).split(":") for v in service.get("volumes", []) if ":" in str(v)]
+        mounts = {target: source for source, target, *_ in volumes}  # target -> volume
+        if name == "keys":
+            assert key_dir in mounts, name
+            continue
+        assert mounts.get(key_dir), f"{name}: no mount of its own at {key_dir}"
+        assert mounts[key_dir] != mounts.get(db_dir), f"{name}: keys on the store's volume"

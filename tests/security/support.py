@@ -93,8 +93,11 @@ def keys(settings: Settings) -> Keys:
     return Keys.from_settings(settings)
 
 
-def rectify_email(request_id: str, value: str, *, verified: bool) -> DsrRequested:
-    """The issue's attack: a rectification of the e-mail address, claimed verified."""
+def rectify_email(
+    request_id: str, value: str, *, verified: bool, field: str = "contact_points.email"
+) -> DsrRequested:
+    """The issue's attack: a rectification of the e-mail address (or ``field``), claimed
+    verified."""
     return DsrRequested(
         tenant_id="acme",
         payload=DsrRequestedPayload.model_validate(
@@ -106,7 +109,7 @@ def rectify_email(request_id: str, value: str, *, verified: bool) -> DsrRequeste
                 "received_at": datetime.now(UTC),
                 "details": {
                     "kind": "rectification",
-                    "corrections": [{"field": "contact_points.email", "value": value}],
+                    "corrections": [{"field": field, "value": value}],
                 },
                 "reply_to": {"channel": "email"},
             }

@@ -9,14 +9,17 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import re
 import socket
 import time
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 import structlog
 from pydantic import BaseModel
 
-from config.datamap import DataMap, load_datamap
+from config.datamap import RESERVED_TABLES, DataMap, load_datamap
 from config.settings import Settings
 from infra import logging as plog
 from infra.redaction import MASK, describe_error, redact, redact_text
@@ -176,3 +179,46 @@ def test_a_crafted_row_key_is_refused(row_key: str) -> None:
 def test_the_map_may_not_name_runtime_tables(table: str) -> None:
     with pytest.raises(ValueError, match="own tables"):
         DataMap.model_validate(_with(table))
+
+
+def test_every_table_privacyops_owns_is_reserved() -> None:
+    """Whatever table infra creates (runtime, audit chain, console) the map may not name."""
+    from infra.audit.tables import AUDIT_CHAIN
+    from infra.console.tables import CONSOLE
+    from infra.runtime.tables import RUNTIME
+
+    created = {
+        name
+        for schema in (RUNTIME, AUDIT_CHAIN, CONSOLE)
+        for step in schema.migrations
+        for script in step.sql.values()
+        for name in re.findall(r"CREATE TABLE (?:IF NOT EXISTS )?(\w+)", script)
+    }
+    assert {"inbox", "audit_log", "console_admins"} <= created
+    assert created - RESERVED_TABLES == set()
+
+
+def _shipped_with(change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+    shipped = load_datamap().model_dump()
+    change(shipped["tables"])
+    return shipped
+
+
+@pytest.mark.parametrize(
+    ("what", "change"),
+    [
+        ("a table name", lambda t: t.update({"debtors; --": t.pop("debtors")})),
+        ("a column name", lambda t: t["debtors"].update(subject_column="1=1 OR subject_ref")),
+        ("a column name", lambda t: t["accounts"].update(record_column="x OR 1=1")),
+        (
+            "a column name",
+            lambda t: t["debtors"]["columns"].update({"id_number, x": {"category": "x"}}),
+        ),
+        ("data_source", lambda t: t["debtors"].update(data_source="Other DB")),
+    ],
+)
+def test_every_name_the_map_gives_must_be_an_identifier(
+    what: str, change: Callable[[dict[str, Any]], None]
+) -> None:
+    with pytest.raises(ValueError, match=f"{what} must be a plain"):
+        DataMap.model_validate(_shipped_with(change))

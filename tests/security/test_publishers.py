@@ -26,6 +26,7 @@ from messages.registry import encode
 from tests.security.support import (
     EMAIL,
     NEW_EMAIL,
+    PHONE,
     access,
     dead_letters,
     plant_debtor,
@@ -290,6 +291,33 @@ async def test_verification_is_honoured_only_from_a_key_allowed_to_assert_it(
     assert len(changed) == 1
     assert f"To: {EMAIL}" in changed[0]
     assert NEW_EMAIL not in changed[0]
+
+
+async def test_a_changed_phone_number_is_told_to_the_old_number(
+    deployment: Service, secured: Settings, publisher_for
+) -> None:
+    """Any contact point, not only e-mail: the old number gets an SMS, the new one none."""
+    new_phone = "+27825550111"
+    moved = rectify_email("r-phone", new_phone, verified=True, field="contact_points.phone")
+    identity = await publisher_for("verifier")
+    await identity.publish(moved)
+
+    async def told() -> bool:
+        rows = sql(
+            secured,
+            "SELECT channel, status FROM notification_outbox WHERE kind = 'contact_changed'",
+        )
+        return rows == [("sms", "sent")]
+
+    await wait_until(told)
+    [(phone,)] = sql(
+        secured,
+        "SELECT value FROM contact_points WHERE subject_ref = 'debtor-1' AND kind = 'phone'",
+    )
+    assert phone == new_phone
+    [text] = [p.read_text() for p in (secured.notify_dir / "sms").glob("*.txt")]
+    assert f"To: {PHONE}" in text
+    assert new_phone not in text
 
 
 # -- 4. internal types stay internal ---------------------------------------------------------

@@ -8,7 +8,9 @@ at its end. The machine's broker is not touched.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
+from pathlib import Path
 
 import aio_pika
 import pytest
@@ -95,3 +97,14 @@ async def test_plain_amqp_and_an_unknown_ca_are_refused(node: RabbitNode) -> Non
     connection = await rabbit.connect(node.url, 5, ssl_context=context)
     await connection.close()
     assert aio_pika
+
+
+def test_the_deployed_broker_limit_is_the_one_tested() -> None:
+    """deploy/rabbitmq.conf (mounted by compose) sets the limit this module's node runs with,
+    above the 64 KiB body limit plus room for dead-letter headers."""
+    conf = (Path(__file__).parents[2] / "deploy" / "rabbitmq.conf").read_text()
+    [size] = re.findall(r"^max_message_size\s*=\s*(\d+)\s*$", conf, re.MULTILINE)
+    assert int(size) == MAX_MESSAGE_SIZE
+    body_limit = Settings.model_fields["max_body_bytes"].default
+    assert body_limit == 64 * 1024
+    assert body_limit + 16 * 1024 <= MAX_MESSAGE_SIZE
