@@ -40,6 +40,7 @@ from config.datamap import EMBEDDED, DataMap
 from infra.runtime.worker import Effects, Sink, announce
 from infra.sources import Sources
 from infra.store import Store, Transaction
+from messages.consent import is_marketing
 from messages.dsr import RectificationDetails, RequestKind
 from messages.errors import HandlerCrashed, PermanentError, PrivacyOpsError, RetryableError
 from workers.dsr import rights, rounds
@@ -281,15 +282,16 @@ class StepRunner:
                     (tenant, subject),
                 )
             contacts = [str(value) for (value,) in rows]
-        refused = await tx.fetchone(
-            "SELECT count(*) FROM consent_history WHERE tenant_id = ? AND subject_ref = ?"
+        # POPIA s69(2)(a) is about being asked for marketing consent: "never ask" keeps only a
+        # refusal of a marketing purpose (as ``may_ask`` reads the history).
+        refused = await tx.fetchall(
+            "SELECT DISTINCT purpose FROM consent_history WHERE tenant_id = ? AND subject_ref = ?"
             " AND status = 'refused'",
             (tenant, subject),
         )
+        never_ask = any(is_marketing(str(purpose)) for (purpose,) in refused)
         today = local_date(now, self.worker.zone(tenant))  # the 3 years count from a local date
-        self.worker.eraser.keep_opt_outs(
-            effects, subject, today, contacts, refused=bool(refused and refused[0])
-        )
+        self.worker.eraser.keep_opt_outs(effects, subject, today, contacts, refused=never_ask)
 
     async def _run(self, claimed: list[Step]) -> None:
         """The step in its source, then after: recorded (and the request answered when last).

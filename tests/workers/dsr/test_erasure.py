@@ -267,6 +267,30 @@ async def test_a_refusal_when_asked_outlives_the_erasure(
     assert not await may_ask(dsr.store, "acme", "debtor-gone", digest_key=key)
 
 
+async def test_a_refused_service_message_is_not_kept_as_never_ask(
+    dsr: Service, publisher: Publisher, settings: Settings
+) -> None:
+    """POPIA s69(2)(a) concerns marketing: a refusal of payment reminders (a service purpose)
+    goes with the history and does not bar asking for marketing consent later."""
+    db = settings.db_path
+    asked = datetime.now(UTC) - timedelta(days=1)
+    await publisher.publish(
+        consent_changed(
+            "debtor-gone",
+            status="refused",
+            source="call_centre",
+            occurred_at=asked,
+            purpose="payment_reminders",
+        )
+    )
+    await consent_applied(settings, 1)
+    await publisher.publish(request("r-service", "erasure", "debtor-gone"))
+    assert await answered(db, "r-service") == "completed"
+    assert sql(db, "SELECT DISTINCT never_ask FROM suppression_list") in ([], [(0,)])
+    key = digest_key(settings)
+    assert await may_ask(dsr.store, "acme", "debtor-gone", digest_key=key)
+
+
 async def test_an_opt_out_kept_by_a_late_night_erasure_counts_its_years_from_the_local_date(
     dsr: Service, settings: Settings
 ) -> None:
