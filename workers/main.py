@@ -26,7 +26,7 @@ from typing import Any
 
 from config.secrets import read_secret
 from config.settings import Settings
-from infra import progress, rabbit, security_cli, topology
+from infra import keys_cli, progress, rabbit, topology
 from infra.audit import cli as audit_cli
 from infra.cli import EXIT_OK, EXIT_USAGE, App, SubParsers, parser
 from infra.cli import main as cli_main
@@ -104,7 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _register_core,
         *registry.cli_registrars(),
         dlq_cli.register,
-        security_cli.register,
+        keys_cli.register,
         audit_cli.register,
     )
     built = parser("privacy workers for a debt-collection platform", registrars)

@@ -228,8 +228,10 @@ class SqliteStore:
         conn = self._conn
         async with self._lock:
             tx = SqliteTransaction(conn, self._hooks)
-            await SqliteTransaction._guard(conn.execute("BEGIN IMMEDIATE"))
             try:
+                # Inside the try: cancelled while BEGIN is on its way, the BEGIN still runs
+                # on aiosqlite's thread, and the rollback queued after it undoes it.
+                await SqliteTransaction._guard(conn.execute("BEGIN IMMEDIATE"))
                 yield tx
                 await tx.flush()
                 await SqliteTransaction._guard(conn.execute("COMMIT"))

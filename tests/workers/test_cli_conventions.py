@@ -11,8 +11,8 @@ import logging
 import pytest
 
 from config.settings import Settings
+from infra import keys_cli
 from infra import logging as plog
-from infra import security_cli
 from infra.cli import parser
 from infra.dlq import cli as dlq_cli
 from tests.support.db import sql
@@ -40,7 +40,7 @@ def built() -> argparse.ArgumentParser:
         main._register_core,
         *registry.cli_registrars(),
         dlq_cli.register,
-        security_cli.register,
+        keys_cli.register,
     )
     return parser("privacyops", registrars)
 

@@ -5,10 +5,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import os
 import signal
 import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any, ClassVar
@@ -27,22 +25,20 @@ from messages.envelope import Envelope
 from messages.errors import ProviderUnavailable
 from messages.names import Names
 from messages.registry import encode
-from tests.support.db import connect
+from tests.infra.dlq.support import adlq, cli_env, depth_reaches, rows
 from tests.support.helpers import (
+    BIN,
     ServiceFactory,
     consent_changed,
     delete_namespace,
     drain_queue,
     migrated_store,
     queue_depth,
-    security_env,
-    store_env,
     wait_until,
 )
 
 EMAIL, PHONE, SA_ID = "thandi.nkosi@example.co.za", "+27 82 555 0199", "8501015800084"
 PLANTED = (EMAIL, PHONE, SA_ID, "82 555 0199")
-BIN = Path(sys.executable).parent / "privacyops"
 #: The admin is the broker user the command authenticates as (issue 11, C7).
 OPERATOR = "guest"
 
@@ -65,43 +61,11 @@ class FixableWorker(Worker):
         effects.audit("fixable_applied", ref)
 
 
-def cli_env(settings: Settings) -> dict[str, str]:
-    return {
-        **os.environ,
-        "PRIVACYOPS_AMQP_URL": settings.amqp_url.get_secret_value(),
-        "PRIVACYOPS_NAMESPACE": settings.namespace,
-        **store_env(settings),
-        "PRIVACYOPS_LOG_FORMAT": "json",
-        **security_env(settings),
-    }
-
-
-def dlq(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(BIN), "dlq", *args],
-        env=cli_env(settings),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        stdin=subprocess.DEVNULL,
-    )
-
-
-async def adlq(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    return await asyncio.to_thread(dlq, settings, *args)
-
-
 async def listed(settings: Settings, *filters: str) -> list[dict[str, Any]]:
     result = await adlq(settings, "list", "--queue", "fixable", "--json", *filters)
     assert result.returncode in (0, 1), result.stderr
     rows: list[dict[str, Any]] = json.loads(result.stdout)["messages"]
     return rows
-
-
-def rows(db: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    with connect(db) as conn:
-        return conn.execute(sql, params).fetchall()
 
 
 def applied(db: Path) -> Counter[str]:
@@ -113,15 +77,6 @@ def assert_no_personal_data(*texts: str) -> None:
     for text in texts:
         for planted in PLANTED:
             assert planted not in text
-
-
-async def depth_reaches(settings: Settings, queue: str, n: int, within: float = 30) -> None:
-    url = settings.amqp_url.get_secret_value()
-
-    async def reached() -> bool:
-        return await queue_depth(url, queue) == n
-
-    await wait_until(reached, within=within)
 
 
 def mixed_messages() -> dict[str, list[tuple[Envelope, bytes]]]:

@@ -18,7 +18,7 @@ import pytest
 from config.settings import Settings
 from infra.publisher import Publisher
 from messages.registry import encode
-from tests.infra.dlq.test_admin import adlq, depth_reaches, rows
+from tests.infra.dlq.support import adlq, depth_reaches, rows
 from tests.support.helpers import ServiceFactory, consent_changed
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.stores("sqlite")]

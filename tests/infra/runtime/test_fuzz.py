@@ -28,6 +28,7 @@ from config.settings import Settings
 from infra.headers import H_ERROR_TYPE
 from infra.runtime.service import Service
 from messages.registry import encode
+from tests.infra.dlq.support import adlq
 from tests.support.db import connect
 from tests.support.helpers import ServiceFactory, consent_changed, wait_until
 
@@ -229,8 +230,6 @@ async def test_the_dead_letter_tools_never_crash_on_any_message(
     dlq_only: Harness, batch: list[Case], tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     """list, show, replay --dry-run, export and purge --all over a queue of fuzzed letters."""
-    from tests.infra.dlq.test_admin import adlq
-
     h = dlq_only
     dlq = h.service.names.dlq("consent")
     placed = 0

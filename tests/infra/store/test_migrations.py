@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import signal
 import sqlite3
 from pathlib import Path
 
 import pytest
 
+from bench.faultkit.common import WorkerProcess
 from config.settings import Settings
 from infra.audit.verify import verify as audit_verify
 from infra.keys import Keys
@@ -22,8 +24,16 @@ from infra.runtime.session import all_schemas
 from infra.store import migrations, open_store
 from infra.store.migrations import Migration, Schema
 from messages.errors import StoreOutOfDate
+from messages.names import Names
 from tests.support.db import sql
-from tests.support.helpers import BIN, ServiceFactory, consent_changed, run_cli, wait_until
+from tests.support.helpers import (
+    BIN,
+    ServiceFactory,
+    consent_changed,
+    delete_namespace,
+    run_cli,
+    wait_until,
+)
 from workers import registry
 from workers.consent import ConsentWorker
 from workers.dsr import DsrWorker
@@ -133,6 +143,41 @@ def test_run_refuses_a_store_behind_the_code_and_db_migrate_fixes_it(
     status = run_cli(settings, "db", "status", "--json")
     assert status.returncode == 0
     assert '"state": "behind"' not in status.stdout
+
+
+@pytest.mark.stores("sqlite")
+async def test_run_migrate_brings_the_old_store_up_to_date_then_processes(
+    legacy: Path, settings: Settings, publisher: Publisher, tmp_path: Path
+) -> None:
+    """``privacyops run --migrate`` (what scripts/start and the compose files run) on the
+    store from before versions: it migrates, starts, applies a message, stops on SIGTERM."""
+    worker = WorkerProcess(settings, tmp_path / "run.log")
+    await worker.start()
+    assert worker.proc is not None
+    try:
+        assert '"store_migrated"' in (tmp_path / "run.log").read_text()
+        assert run_cli(settings, "db", "status").returncode == 0
+        await publisher.publish(consent_changed("acme-d0000003", status="withdrawn"))
+
+        async def applied() -> bool:
+            return rows(legacy, "SELECT count(*) FROM inbox") == [(9,)]
+
+        await wait_until(applied)
+    finally:
+        if worker.proc.returncode is None:
+            worker.proc.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(30):
+            code = await worker.proc.wait()
+        await delete_namespace(
+            settings.amqp_url.get_secret_value(),
+            Names(settings.namespace),
+            ["consent"],
+            settings.retry_delays_ms,
+        )
+    assert code == 0
+    assert rows(legacy, "SELECT status FROM consent_state WHERE subject_ref = 'acme-d0000003'") == [
+        ("withdrawn",)
+    ]
 
 
 async def test_a_store_ahead_of_the_code_is_refused(settings: Settings) -> None:

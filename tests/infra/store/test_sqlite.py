@@ -117,3 +117,20 @@ def test_a_failed_open_leaves_no_thread_behind(
 async def _open_and_close(store: SqliteStore) -> None:
     await store.open()
     await store.close()
+
+
+async def test_a_transaction_cancelled_at_begin_leaves_the_store_usable(store: SqliteStore) -> None:
+    """Cancelled while its BEGIN is on the way (an outbox relay stopped at shutdown): the
+    BEGIN still runs on aiosqlite's thread, so it is rolled back and the next one starts."""
+
+    async def enter() -> None:
+        async with store.transaction():
+            await asyncio.sleep(10)
+
+    task = asyncio.create_task(enter())
+    await asyncio.sleep(0)  # the task has queued its BEGIN and waits for it
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    async with store.transaction() as tx:
+        assert await tx.fetchone("SELECT 1") == (1,)

@@ -1,5 +1,6 @@
 """The console tests' world: a DSR worker that made an access package (held for review) and
-an overdue request, three admins, and the console and download page serving it."""
+an overdue request, three admins, and the console and download page serving it; an HTTP
+client with cookies, logging in, and reading a page's form token."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+import aiohttp
 
 from config.settings import Settings
 from config.tenants import DEFAULT_PATH
@@ -82,3 +85,23 @@ def csrf_of(page: str) -> str:
     found = re.search(r'name="(?:csrf|state)" value="([^"]+)"', page)
     assert found, "no CSRF field on the page"
     return found.group(1)
+
+
+def client() -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(
+        cookie_jar=aiohttp.CookieJar(unsafe=True), timeout=aiohttp.ClientTimeout(total=20)
+    )
+
+
+async def login(http: aiohttp.ClientSession, w: World, name: str, password: str = PASSWORD) -> int:
+    async with http.get(f"{w.console}/login") as page:
+        token = csrf_of(await page.text())
+    form = {"name": name, "password": password, "csrf": token}
+    async with http.post(f"{w.console}/login", data=form, allow_redirects=False) as answer:
+        return answer.status
+
+
+async def csrf(http: aiohttp.ClientSession, url: str) -> str:
+    async with http.get(url) as page:
+        assert page.status == 200
+        return csrf_of(await page.text())

@@ -22,8 +22,7 @@ from tests.support.helpers import (
     store_env,
     wait_until,
 )
-from tests.workers.console.support import PASSWORD
-from tests.workers.console.test_console import client, csrf_of
+from tests.workers.console.support import PASSWORD, client, csrf_of
 
 
 @pytest.mark.stores("sqlite")

@@ -14,7 +14,7 @@ from config.settings import Settings
 from infra.publisher import Publisher
 from tests.support.db import sql
 from tests.support.helpers import ServiceFactory
-from tests.workers.console.support import PASSWORD, World, csrf_of, world
+from tests.workers.console.support import PASSWORD, World, client, csrf, csrf_of, login, world
 
 
 @pytest.fixture
@@ -23,26 +23,6 @@ async def served(
 ):
     async with world(settings, start_service, publisher, tmp_path) as running:
         yield running
-
-
-def client() -> aiohttp.ClientSession:
-    return aiohttp.ClientSession(
-        cookie_jar=aiohttp.CookieJar(unsafe=True), timeout=aiohttp.ClientTimeout(total=20)
-    )
-
-
-async def login(http: aiohttp.ClientSession, w: World, name: str, password: str = PASSWORD) -> int:
-    async with http.get(f"{w.console}/login") as page:
-        token = csrf_of(await page.text())
-    form = {"name": name, "password": password, "csrf": token}
-    async with http.post(f"{w.console}/login", data=form, allow_redirects=False) as answer:
-        return answer.status
-
-
-async def csrf(http: aiohttp.ClientSession, url: str) -> str:
-    async with http.get(url) as page:
-        assert page.status == 200
-        return csrf_of(await page.text())
 
 
 async def download(http: aiohttp.ClientSession, w: World, code: str) -> aiohttp.ClientResponse:

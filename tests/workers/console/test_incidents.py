@@ -16,8 +16,7 @@ from infra.runtime.session import session
 from messages.security import SecurityAlert, SecurityAlertPayload
 from tests.support.db import sql
 from tests.support.helpers import ServiceFactory, wait_until
-from tests.workers.console.support import ADMINS, PASSWORD, World
-from tests.workers.console.test_console import client, csrf, login
+from tests.workers.console.support import ADMINS, PASSWORD, World, client, csrf, login
 from workers import registry
 from workers.console import serving
 from workers.security import SecurityWorker

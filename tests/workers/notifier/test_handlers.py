@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import uuid
 import warnings
 from pathlib import Path
@@ -17,12 +16,12 @@ from aio_pika.abc import AbstractIncomingMessage
 
 from config.settings import Settings
 from infra.headers import H_ERROR, H_ERROR_TYPE
-from infra.runtime.service import Service
 from messages.names import Names
 from messages.notices import NoticeSend, NoticeSendPayload
 from messages.registry import encode
 from tests.support.db import connect
 from tests.support.helpers import (
+    BIN,
     ServiceFactory,
     delete_namespace,
     drain_queue,
@@ -44,19 +43,19 @@ from tests.support.notify_servers import (
     start_smtp,
     stop_server,
 )
+from tests.workers.notifier.support import (
+    EMAIL,
+    PACKAGE,
+    PHONE,
+    REFUSED,
+    SA_ID,
+    run_notifier,
+    smtp_settings,
+)
 from workers.notifier import NotifierWorker
 
-EMAIL, PHONE, SA_ID = "thandi.nkosi@example.co.za", "+27 82 555 0199", "8501015800084"
 PLANTED = (EMAIL, PHONE, SA_ID, "82 555 0199", "555 0199", "+27825550199")
 CONSENT = {"channel": "email", "status": "granted", "effective_at": "2026-01-15T10:00:00+00:00"}
-REFUSED = {"request_id": "DSR-1", "request_kind": "erasure", "reasons": [f"ID {SA_ID} on file"]}
-#: A notice that may go by SMS (a final answer or a breach notice may not: they go in writing).
-PACKAGE = {
-    "request_id": "DSR-1",
-    "package_token": f"code-{SA_ID}",
-    "expires_at": "2026-02-22T10:00:00+00:00",
-}
-BIN = Path(sys.executable).parent / "privacyops"
 
 BREACH = {
     "incident_ref": "INC-9",
@@ -69,21 +68,6 @@ BREACH = {
 def spawn(env: dict[str, str], out: Any) -> subprocess.Popen[bytes]:
     """``privacyops run`` in a child process (so a test can kill it)."""
     return subprocess.Popen([str(BIN), "run", "--migrate"], env=env, stdout=out, stderr=out)
-
-
-def smtp_settings(settings: Settings, port: int, **more: Any) -> dict[str, Any]:
-    return {
-        "notify_email_transport": "smtp",
-        "smtp_port": port,
-        "smtp_security": "none",
-        "outbox_poll_s": 0.05,
-        **more,
-    }
-
-
-async def run_notifier(start: ServiceFactory, settings: Settings, **changes: Any) -> Service:
-    worker = NotifierWorker(settings.with_changes(**changes))
-    return await start([worker], **changes)
 
 
 async def status_is(settings: Settings, notice_id: str, status: str, within: float = 20) -> None:

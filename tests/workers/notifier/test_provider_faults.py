@@ -24,7 +24,7 @@ from tests.support.notify_servers import (
     start_smtp,
     stop_server,
 )
-from tests.workers.notifier.test_handlers import (
+from tests.workers.notifier.support import (
     EMAIL,
     PACKAGE,
     REFUSED,
