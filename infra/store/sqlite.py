@@ -4,7 +4,7 @@ One connection per process; transactions are serialised by a lock, so the
 runtime's batches and the outbox relay never share one by accident. Writes are
 *staged* and sent with one ``executemany`` per statement at flush or commit:
 aiosqlite costs a thread round trip per call (~0.1 ms), so per-row calls would
-cap a worker near 1,600 msg/s (RABBITMQ.md). A read flushes what is staged, so
+cap a worker near 1,600 msg/s. A read flushes what is staged, so
 a read always sees earlier writes of the same transaction.
 
 ``sqlite3`` (and ``sqlcipher3``) errors stop here: locked, busy or I/O errors become
