@@ -99,7 +99,8 @@ def _register_core(sub: SubParsers) -> None:
     db.set_defaults(handler=_db)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The ``privacyops`` command: the core commands, every worker's, and infra's tools."""
     registrars = (
         _register_core,
         *registry.cli_registrars(),
@@ -107,8 +108,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         keys_cli.register,
         audit_cli.register,
     )
-    built = parser("privacy workers for a debt-collection platform", registrars)
-    return cli_main(built, registry.app, argv)
+    return parser("privacy workers for a debt-collection platform", registrars)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return cli_main(build_parser(), registry.app, argv)
 
 
 def _run(args: argparse.Namespace, app: App) -> int:

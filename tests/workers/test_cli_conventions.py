@@ -11,13 +11,10 @@ import logging
 import pytest
 
 from config.settings import Settings
-from infra import keys_cli
 from infra import logging as plog
-from infra.cli import parser
-from infra.dlq import cli as dlq_cli
 from tests.support.db import sql
 from tests.support.helpers import migrated_store, run_cli
-from workers import main, registry
+from workers import main
 from workers.platform.seed import seed
 
 QUERIES = (
@@ -36,13 +33,7 @@ QUERIES = (
 
 
 def built() -> argparse.ArgumentParser:
-    registrars = (
-        main._register_core,
-        *registry.cli_registrars(),
-        dlq_cli.register,
-        keys_cli.register,
-    )
-    return parser("privacyops", registrars)
+    return main.build_parser()
 
 
 def commands(p: argparse.ArgumentParser, path: tuple[str, ...] = ()):
