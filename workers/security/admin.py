@@ -236,6 +236,7 @@ async def report_of(tx: Transaction, incident: Incident) -> dict[str, Any] | Non
         " AND phase_told >= 1",
         (incident.tenant_id, incident.incident_id),
     )
+    delivered = await notice_outcomes(tx, incident)
     return {
         "tenant_id": incident.tenant_id,
         "incident_id": incident.incident_id,
@@ -245,6 +246,8 @@ async def report_of(tx: Transaction, incident: Incident) -> dict[str, Any] | Non
         "subject_count": row[3],
         "subjects_notified": told[0] if told else 0,
         "notified_how": row[4],
+        "notices": delivered,
+        "not_delivered_means": NOT_DELIVERED_MEANS if delivered["not_delivered"] else None,
         "incident_date": row[5],
         "aware_at": row[6],
         "due_at": row[7],
@@ -257,3 +260,30 @@ async def report_of(tx: Transaction, incident: Incident) -> dict[str, Any] | Non
         "measures": notices.measures(incident),
         "unauthorised_party": incident.unauthorised_party,
     }
+
+
+#: What the report says when a breach notice reached no one: a notice must be in writing
+#: (e-mail or post; an SMS cannot carry the s22(5) parts), so a subject with neither needs
+#: one of the other means of s22(4), which the responsible party chooses.
+NOT_DELIVERED_MEANS = (
+    "POPIA s22(4)(c)-(e): a prominent notice on the responsible party's website, publication"
+    " in the news media, or as the Information Regulator directs"
+)
+NOTICE_OUTCOMES = (
+    "SELECT status, count(*) FROM notification_outbox WHERE tenant_id = ?"
+    " AND kind IN ('breach_notice', 'breach_update') AND context LIKE ? ESCAPE '!'"
+    " GROUP BY status"
+)
+
+
+async def notice_outcomes(tx: Transaction, incident: Incident) -> dict[str, int]:
+    """The incident's breach notices and updates by outcome: ``sent``, ``not_delivered``
+    (failed for good: no address in writing, an address refused) and ``pending``."""
+    ref = json.dumps({"incident_ref": incident.incident_id})[1:-1]  # as in the context
+    pattern = "%" + "".join("!" + c if c in "!%_" else c for c in ref) + "%"
+    rows = await tx.fetchall(NOTICE_OUTCOMES, (incident.tenant_id, pattern))
+    counts = {"sent": 0, "not_delivered": 0, "pending": 0}
+    for status, count in rows:
+        bucket = {"sent": "sent", "failed": "not_delivered"}.get(str(status), "pending")
+        counts[bucket] += int(count)
+    return counts

@@ -72,7 +72,11 @@ async def test_the_clock_the_report_and_the_actions(served: tuple[World, str]) -
         assert f">{incident_id}</a>" in text
         assert '<tr class="overdue">' in text
         async with viewer.get(f"{page}/report.json") as report:
-            assert json.loads(await report.text())["subjects_notified"] == 1
+            fields = json.loads(await report.text())
+        assert fields["subjects_notified"] == 1
+        assert fields["notices"] == {"sent": 0, "not_delivered": 0, "pending": 1}
+        async with viewer.get(f"{page}/report") as printable:
+            assert "0 sent, 0 not delivered, 1 on the way" in await printable.text()
         token = await csrf(viewer, page)
         async with viewer.post(f"{page}/confirm", data={"csrf": token}) as refused:
             assert refused.status == 403

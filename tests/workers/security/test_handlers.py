@@ -28,6 +28,7 @@ from tests.support.helpers import (
     run_cli,
     wait_until,
 )
+from workers.notifier import NotifierWorker
 from workers.security import SecurityWorker, admin
 
 EMAIL, PHONE, SA_ID = "thandi.nkosi@example.co.za", "+27 82 555 0199", "8501015800084"
@@ -375,3 +376,43 @@ async def test_a_high_score_with_unknown_involvement_escalates_for_a_decision(
         one(path, "SELECT count(*) FROM audit_log WHERE action = 'compromise_decision_requested'")
         == 1
     )
+
+
+async def test_the_report_says_which_breach_notices_reached_no_one_in_writing(
+    settings: Settings, start_service: ServiceFactory, publisher: Publisher, tmp_path: Path
+) -> None:
+    """POPIA s22(4)-(5): the notice goes in writing; a subject with only a phone number
+    cannot get it, and the regulator report says so, with the other means s22(4) allows."""
+    out = tmp_path / "out"
+    changes: dict[str, Any] = {"notify_dir": out, "outbox_poll_s": 0.05}
+    chosen = settings.with_changes(**changes)
+    async with migrated_store(settings) as store, store.transaction() as tx:
+        for subject, kind, value in (("d-mail", "email", EMAIL), ("d-phone", "phone", PHONE)):
+            tx.stage(
+                "INSERT INTO contact_points (tenant_id, subject_ref, kind, value)"
+                " VALUES (?, ?, ?, ?)",
+                ("acme", subject, kind, value),
+            )
+    await start_service([SecurityWorker(chosen), NotifierWorker(chosen)], **changes)
+    await publisher.publish(
+        alert(
+            "exfil-9",
+            category="data_exfiltration",
+            personal_data_involved="confirmed",
+            affected_subjects=["d-mail", "d-phone"],
+        )
+    )
+
+    async def settled_notices() -> bool:
+        statuses = sql(settings.db_path, "SELECT status FROM notification_outbox")
+        return len(statuses) == 2 and all(s in ("sent", "failed") for (s,) in statuses)
+
+    await wait_until(settled_notices, within=60)
+    incident_id = one(settings.db_path, "SELECT incident_id FROM security_incidents")
+    async with migrated_store(settings) as store, store.transaction() as tx:
+        report = await admin.report_of(tx, await admin.load(tx, incident_id, "acme"))
+    assert report is not None
+    assert report["notices"] == {"sent": 1, "not_delivered": 1, "pending": 0}
+    assert "s22(4)" in report["not_delivered_means"]
+    assert "news media" in report["not_delivered_means"]
+    assert not (out / "sms").exists()  # the notice was not cut down to an SMS
