@@ -56,7 +56,7 @@ from workers.consent.tables import (
     current_states,
 )
 from workers.platform.keys import digest_key
-from workers.platform.optouts import barriers
+from workers.platform.optouts import barriers, still_dated
 
 
 def _iso(moment: datetime) -> str:
@@ -215,7 +215,7 @@ class ConsentWorker(Worker):
         if grants:
             if self._key is None:
                 raise RuntimeError("ConsentWorker.open was not called")
-            self._barriers = await barriers(tx, self._key, grants, datetime.now(UTC).date())
+            self._barriers = await barriers(tx, self._key, grants, still_dated(datetime.now(UTC)))
 
     @handles(ConsentChanged)
     async def changed(self, message: ConsentChanged, effects: Effects) -> None:

@@ -16,7 +16,7 @@ from infra.store import Store, Transaction
 from infra.store.migrations import Migration, Schema, portable
 from messages.consent import Channel, ConsentStatus, is_marketing
 from workers.consent.rules import Current, contactable
-from workers.platform.optouts import barriers, never_ask
+from workers.platform.optouts import barriers, never_ask, still_dated
 from workers.platform.tables import ALL, restricted_scopes
 
 BASELINE = """
@@ -154,7 +154,7 @@ async def is_contactable(
         current = (await current_states(tx, [key])).get(key)
         if current is None or current.status is not ConsentStatus.GRANTED:
             return False
-        barrier = (await barriers(tx, digest_key, [key], datetime.now(UTC).date())).get(key)
+        barrier = (await barriers(tx, digest_key, [key], still_dated(datetime.now(UTC)))).get(key)
     return contactable(current, barrier)
 
 
@@ -174,4 +174,6 @@ async def may_ask(store: Store, tenant_id: str, subject_ref: str, *, digest_key:
         )
         if any(is_marketing(str(purpose)) for (purpose,) in rows):
             return False
-        return not await never_ask(tx, digest_key, tenant_id, subject_ref, datetime.now(UTC).date())
+        return not await never_ask(
+            tx, digest_key, tenant_id, subject_ref, still_dated(datetime.now(UTC))
+        )

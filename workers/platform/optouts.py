@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 
 from infra.store import Transaction
 from messages.consent import DIRECT_MARKETING, is_marketing
@@ -151,6 +151,13 @@ def _digests_of(
     return [subject_digest(key, subject)] + [
         keyed_digest(key, value) for k, value in contacts if k == kind
     ]
+
+
+def still_dated(now: datetime) -> date:
+    """The date it still is somewhere (UTC-12). A kept opt-out runs until its expiry date
+    has begun in every zone: it never ends early for a tenant behind UTC (its 3 years count
+    from the erasure's local date), at the cost of at most a day more of suppression."""
+    return (now - timedelta(hours=12)).date()
 
 
 async def barriers(

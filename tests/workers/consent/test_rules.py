@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
 from messages.consent import ConsentStatus, is_marketing
 from workers.consent.rules import Current, Outcome, contactable, decide
+from workers.platform.optouts import still_dated
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 G, W = ConsentStatus.GRANTED, ConsentStatus.WITHDRAWN
@@ -97,3 +98,11 @@ def test_only_a_grant_newer_than_every_barrier_allows_contact(
 )
 def test_which_purposes_are_marketing(purpose: str, marketing: bool) -> None:
     assert is_marketing(purpose) is marketing
+
+
+def test_a_kept_opt_out_never_ends_early_in_a_zone_behind_utc() -> None:
+    """NCR reg 58(4): an opt-out kept until 1 March 2029 (3 years from a New York erasure on
+    1 March 2026) still holds at 02:00 UTC on 1 March 2029, when it is 28 February there."""
+    expires_on = date(2029, 3, 1)
+    assert still_dated(datetime(2029, 3, 1, 2, 0, tzinfo=UTC)) < expires_on  # still holds
+    assert still_dated(datetime(2029, 3, 1, 12, 0, tzinfo=UTC)) == expires_on  # over everywhere
