@@ -28,7 +28,7 @@ from infra.publisher import Publisher
 from infra.runtime.service import Service
 from infra.runtime.worker import Worker
 from messages.names import Names
-from tests.support import db
+from tests.support import db, sweep
 from tests.support.helpers import AMQP_URL, ServiceFactory, delete_namespace
 from tests.support.rabbit_node import RabbitNode
 from workers import registry
@@ -92,7 +92,16 @@ def postgres_admin_url() -> str:
 
 @pytest.fixture
 def namespace() -> str:
-    return f"t{uuid.uuid4().hex[:10]}"
+    name = f"t{uuid.uuid4().hex[:10]}"
+    sweep.NAMESPACES.add(name)
+    return name
+
+
+@pytest.fixture(scope="session", autouse=True)
+def swept_broker() -> Iterator[None]:
+    """At the end of the session, whatever the tests' namespaces left on the broker goes."""
+    yield
+    asyncio.run(sweep.sweep(AMQP_URL, sweep.NAMESPACES))
 
 
 @pytest.fixture
