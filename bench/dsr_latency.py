@@ -27,8 +27,8 @@ import argparse
 import asyncio
 import json
 import random
-import re
 import statistics
+import sys
 import tempfile
 import time
 import uuid
@@ -38,7 +38,10 @@ from typing import Any
 
 import aio_pika
 
-from config.datamap import CONFIG_DIR, load_datamap, load_retention
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.faultkit.common import data_map
+from config.datamap import load_datamap, load_retention
 from config.settings import Settings
 from infra import logging as plog
 from infra import topology
@@ -68,20 +71,6 @@ def pct(values: list[float], q: float) -> float:
 
 def figures(values: list[float]) -> dict[str, float]:
     return {"p50": round(statistics.median(values), 2), "p95": round(pct(values, 0.95), 2)}
-
-
-def platform_map(folder: Path) -> Path:
-    text = (CONFIG_DIR / "datamap.toml").read_text()
-    for table in PLATFORM:
-        text = re.sub(
-            rf"^\[tables\.{table}\]$",
-            f'[tables.{table}]\ndata_source = "platform"',
-            text,
-            flags=re.MULTILINE,
-        )
-    path = folder / "datamap.toml"
-    path.write_text(text)
-    return path
 
 
 async def fill(settings: Settings, store: Store, debtors: int) -> tuple[int, float]:
@@ -276,7 +265,7 @@ async def main(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
         outbox_poll_s=1.0,
         log_level="warning",
         **(
-            {"sources": {"platform": args.source}, "datamap_path": platform_map(folder)}
+            {"sources": {"platform": args.source}, "datamap_path": data_map(folder, PLATFORM)}
             if args.source
             else {}
         ),

@@ -7,12 +7,13 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
@@ -20,6 +21,7 @@ from typing import IO, Any
 import aio_pika
 import psycopg
 
+from config.datamap import CONFIG_DIR
 from config.settings import Settings
 from infra import topology
 from messages.consent import ConsentChanged, ConsentChangedPayload, Evidence
@@ -28,6 +30,22 @@ from messages.names import Names
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 #: ``db_path`` -> the PostgreSQL URL the store really is (a scenario on PostgreSQL).
 _POSTGRES: dict[Path, str] = {}
+
+
+def data_map(folder: Path, tables: Sequence[str], source: str = "platform") -> Path:
+    """config/datamap.toml with ``data_source = source`` for each named table, written to
+    ``folder``; its path (``PRIVACYOPS_DATAMAP_PATH``)."""
+    text = (CONFIG_DIR / "datamap.toml").read_text()
+    for table in tables:
+        text = re.sub(
+            rf"^\[tables\.{table}\]$",
+            f'[tables.{table}]\ndata_source = "{source}"',
+            text,
+            flags=re.MULTILINE,
+        )
+    path = folder / "datamap.toml"
+    path.write_text(text)
+    return path
 
 
 def consent_changed(subject_ref: str) -> ConsentChanged:

@@ -106,11 +106,14 @@ async def applied_reach(db: Path, n: int, within: float) -> None:
     await wait_until(reached, within=within, interval=0.1)
 
 
-async def growth_after(db: Path, base: int, within: float) -> float:
-    """Seconds until the inbox grows past ``base`` (the worker applies again)."""
-    started = time.monotonic()
+async def recovery_since(db: Path, n: int, mark: float, within: float) -> float:
+    """Seconds from ``mark`` (the fault's end) until the worker applies again: the inbox grows
+    past what it holds now; 0 when all ``n`` messages were already applied."""
+    base = await asyncio.to_thread(inbox_count, db)
+    if base >= n:
+        return 0.0
     await applied_reach(db, base + 1, within)
-    return time.monotonic() - started
+    return time.monotonic() - mark
 
 
 class Downstream:
@@ -295,12 +298,7 @@ async def sqlite_locked(settings: Settings, n: int, lock_s: float) -> Row:
                 locker.wait(10)
             if locker.stdout is not None:
                 locker.stdout.close()
-        released = time.monotonic()
-        base = await asyncio.to_thread(inbox_count, db)
-        recovery = 0.0
-        if base < n:
-            await applied_reach(db, base + 1, within=lock_s + 120)
-            recovery = time.monotonic() - released
+        recovery = await recovery_since(db, n, time.monotonic(), within=lock_s + 120)
         return await outcome(f"SQLite locked {lock_s:g} s", settings, sent, downstream, recovery)
     finally:
         await service.stop()
@@ -328,12 +326,7 @@ async def postgres_down(settings: Settings, pg: object, n: int, down_s: float) -
         await publish_all(settings.broker_urls, settings.namespace, sent[n // 2 :])
         await asyncio.sleep(down_s)
         await asyncio.to_thread(pg.start)
-        back = time.monotonic()
-        base = await asyncio.to_thread(inbox_count, db)
-        recovery = 0.0
-        if base < n:
-            await applied_reach(db, base + 1, within=120)
-            recovery = time.monotonic() - back
+        recovery = await recovery_since(db, n, time.monotonic(), within=120)
         return await outcome(f"PostgreSQL down {down_s:g} s", settings, sent, downstream, recovery)
     finally:
         await service.stop()
@@ -364,8 +357,7 @@ async def network_cut(settings: Settings, proxy: object, n: int, cut_s: float) -
         await publish_all(direct, settings.namespace, sent[n // 2 :])
         await asyncio.sleep(cut_s)
         await proxy.restore()
-        base = await asyncio.to_thread(inbox_count, db)
-        recovery = await growth_after(db, base, within=60) if base < n else 0.0
+        recovery = await recovery_since(db, n, time.monotonic(), within=60)
         return await outcome(f"network cut {cut_s:g} s", settings, sent, downstream, recovery)
     finally:
         await service.stop()

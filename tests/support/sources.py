@@ -9,7 +9,6 @@ into the platform database, so the data lives only where the map says.
 
 from __future__ import annotations
 
-import re
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import psycopg
 
-from config.datamap import CONFIG_DIR
+from bench.faultkit.common import data_map as data_map
 from infra.store.migrations import to_postgresql
 from tests.support import db
 from tests.support.db import connect
@@ -46,21 +45,6 @@ def platform_database(admin_url: str, tmp_path: Path) -> Iterator[tuple[str, Pat
         db.unregister(path)
         with psycopg.connect(admin_url, autocommit=True) as conn:
             conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-
-
-def data_map(tmp_path: Path, tables: tuple[str, ...], source: str = "platform") -> Path:
-    """config/datamap.toml with ``data_source = source`` for each named table."""
-    text = (CONFIG_DIR / "datamap.toml").read_text()
-    for table in tables:
-        text = re.sub(
-            rf"^\[tables\.{table}\]$",
-            f'[tables.{table}]\ndata_source = "{source}"',
-            text,
-            flags=re.MULTILINE,
-        )
-    path = tmp_path / "datamap.toml"
-    path.write_text(text)
-    return path
 
 
 def move_to_platform(embedded: Path, platform: Path, tables: tuple[str, ...]) -> None:

@@ -33,7 +33,7 @@ direct marketing, POPIA s11(3)) withdraws consent exactly as this one would.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import ClassVar
 from uuid import uuid4
 
@@ -215,7 +215,7 @@ class ConsentWorker(Worker):
         if grants:
             if self._key is None:
                 raise RuntimeError("ConsentWorker.open was not called")
-            self._barriers = await barriers(tx, self._key, grants, still_dated(datetime.now(UTC)))
+            self._barriers = await barriers(tx, self._key, grants, still_dated())
 
     @handles(ConsentChanged)
     async def changed(self, message: ConsentChanged, effects: Effects) -> None:

@@ -10,7 +10,7 @@ reg 58(4)).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 
 from infra.store import Store, Transaction
 from infra.store.migrations import Migration, Schema, portable
@@ -154,7 +154,7 @@ async def is_contactable(
         current = (await current_states(tx, [key])).get(key)
         if current is None or current.status is not ConsentStatus.GRANTED:
             return False
-        barrier = (await barriers(tx, digest_key, [key], still_dated(datetime.now(UTC)))).get(key)
+        barrier = (await barriers(tx, digest_key, [key], still_dated())).get(key)
     return contactable(current, barrier)
 
 
@@ -167,13 +167,17 @@ async def may_ask(store: Store, tenant_id: str, subject_ref: str, *, digest_key:
     not "may I ask?".
     """
     async with store.transaction() as tx:
-        rows = await tx.fetchall(
-            "SELECT DISTINCT purpose FROM consent_history WHERE tenant_id = ?"
-            " AND subject_ref = ? AND status = 'refused'",
-            (tenant_id, subject_ref),
-        )
-        if any(is_marketing(str(purpose)) for (purpose,) in rows):
+        if await refused_marketing(tx, tenant_id, subject_ref):
             return False
-        return not await never_ask(
-            tx, digest_key, tenant_id, subject_ref, still_dated(datetime.now(UTC))
-        )
+        return not await never_ask(tx, digest_key, tenant_id, subject_ref, still_dated())
+
+
+async def refused_marketing(tx: Transaction, tenant_id: str, subject_ref: str) -> bool:
+    """Whether the history holds a refusal when asked for a marketing purpose (POPIA
+    s69(2)(a)); the erasure keeps it as "never ask" before the history goes."""
+    rows = await tx.fetchall(
+        "SELECT DISTINCT purpose FROM consent_history WHERE tenant_id = ?"
+        " AND subject_ref = ? AND status = 'refused'",
+        (tenant_id, subject_ref),
+    )
+    return any(is_marketing(str(purpose)) for (purpose,) in rows)

@@ -40,9 +40,9 @@ from config.datamap import EMBEDDED, DataMap
 from infra.runtime.worker import Effects, Sink, announce
 from infra.sources import Sources
 from infra.store import Store, Transaction
-from messages.consent import is_marketing
 from messages.dsr import RectificationDetails, RequestKind
 from messages.errors import HandlerCrashed, PermanentError, PrivacyOpsError, RetryableError
+from workers.consent.tables import refused_marketing
 from workers.dsr import rights, rounds
 from workers.dsr.erasure import Holds, load_accounts
 from workers.dsr.requests import Request, load
@@ -282,14 +282,7 @@ class StepRunner:
                     (tenant, subject),
                 )
             contacts = [str(value) for (value,) in rows]
-        # POPIA s69(2)(a) is about being asked for marketing consent: "never ask" keeps only a
-        # refusal of a marketing purpose (as ``may_ask`` reads the history).
-        refused = await tx.fetchall(
-            "SELECT DISTINCT purpose FROM consent_history WHERE tenant_id = ? AND subject_ref = ?"
-            " AND status = 'refused'",
-            (tenant, subject),
-        )
-        never_ask = any(is_marketing(str(purpose)) for (purpose,) in refused)
+        never_ask = await refused_marketing(tx, tenant, subject)
         today = local_date(now, self.worker.zone(tenant))  # the 3 years count from a local date
         self.worker.eraser.keep_opt_outs(effects, subject, today, contacts, refused=never_ask)
 

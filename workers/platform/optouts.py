@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 from infra.store import Transaction
 from messages.consent import DIRECT_MARKETING, is_marketing
@@ -153,11 +153,11 @@ def _digests_of(
     ]
 
 
-def still_dated(now: datetime) -> date:
-    """The date it still is somewhere (UTC-12). A kept opt-out runs until its expiry date
-    has begun in every zone: it never ends early for a tenant behind UTC (its 3 years count
-    from the erasure's local date), at the cost of at most a day more of suppression."""
-    return (now - timedelta(hours=12)).date()
+def still_dated(now: datetime | None = None) -> date:
+    """The date it still is somewhere (UTC-12) now. A kept opt-out runs until its expiry
+    date has begun in every zone: it never ends early for a tenant behind UTC (its 3 years
+    count from the erasure's local date), at the cost of at most a day more of suppression."""
+    return ((now or datetime.now(UTC)) - timedelta(hours=12)).date()
 
 
 async def barriers(

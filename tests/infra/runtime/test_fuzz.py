@@ -13,6 +13,7 @@ import json
 import struct
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC
 from decimal import Decimal
@@ -167,14 +168,19 @@ class Harness:
         return taken
 
 
-@pytest.fixture
-async def harness(start_service: ServiceFactory, settings: Settings) -> AsyncIterator[Harness]:
-    service = await start_service(delivery_limit=3)
+@asynccontextmanager
+async def harness_for(settings: Settings, service: Service) -> AsyncIterator[Harness]:
     connection = await aio_pika.connect(settings.amqp_url.get_secret_value(), timeout=5)
     async with connection:
         channel = await connection.channel(publisher_confirms=True)
         underlay = await channel.get_underlay_channel()
         yield Harness(settings, service, underlay, connection)
+
+
+@pytest.fixture
+async def harness(start_service: ServiceFactory, settings: Settings) -> AsyncIterator[Harness]:
+    async with harness_for(settings, await start_service(delivery_limit=3)) as ready:
+        yield ready
 
 
 @settings(
@@ -213,11 +219,8 @@ async def dlq_only(start_service: ServiceFactory, settings: Settings) -> AsyncIt
     """The worker's queues declared, the worker stopped: the dead-letter queue is the tools'."""
     service = await start_service()
     await service.stop()
-    connection = await aio_pika.connect(settings.amqp_url.get_secret_value(), timeout=5)
-    async with connection:
-        channel = await connection.channel(publisher_confirms=True)
-        underlay = await channel.get_underlay_channel()
-        yield Harness(settings, service, underlay, connection)
+    async with harness_for(settings, service) as ready:
+        yield ready
 
 
 @settings(
