@@ -173,10 +173,17 @@ async def outcome(
     within: float = 300,
     note: str = "",
 ) -> Row:
-    """Wait until every message is applied (or the wait runs out), then count."""
+    """Wait until every message is accounted for, applied or dead-lettered (or the wait
+    runs out), then count. A dead-lettered message ends the wait at once: it is never
+    applied, and waiting for it would only hide the scenario's reason behind a timeout."""
     db = settings.db_path
+
+    async def accounted_for() -> bool:
+        applied = await asyncio.to_thread(inbox_count, db)
+        return applied >= len(sent) or applied + await dlq_depth(settings) >= len(sent)
+
     with contextlib.suppress(TimeoutError):
-        await applied_reach(db, len(sent), within)
+        await wait_until(accounted_for, within=within, interval=0.5)
     ids = {str(m.message_id) for m in sent}
     with connect(db, timeout=30) as conn:
         inbox = {r[0] for r in conn.execute("SELECT message_id FROM inbox")}

@@ -252,8 +252,11 @@ class PostgresStore:
                 if not rolled_back:
                     # Cancelled mid-statement or mid-BEGIN (shutdown, a handler timeout),
                     # or the rollback cancelled in turn: the connection is dropped, never
-                    # handed back to the pool inside a transaction.
-                    conn.terminate()
+                    # handed back to the pool inside a transaction. A connection the
+                    # server closed is already back with the pool (asyncpg detaches it):
+                    # nothing to drop, and the error that brought us here stands.
+                    with contextlib.suppress(asyncpg.InterfaceError):
+                        conn.terminate()
                 raise
         finally:
             with contextlib.suppress(*_ROLLBACK_ERRORS):
