@@ -46,8 +46,19 @@ _RETRYABLE = (
     asyncpg.exceptions.QueryCanceledError,
     asyncpg.exceptions.ConnectionDoesNotExistError,
     asyncpg.exceptions.InterfaceError,
+    # The client's protocol state after the server dropped the connection mid-statement
+    # ("cannot switch to state ...; another operation is in progress"): that connection is
+    # finished, another one will do.
+    asyncpg.exceptions.InternalClientError,
 )
 _CONNECTION = (OSError, TimeoutError, ConnectionError)
+#: Everything asyncpg or the socket may raise: translated, never passed on as it is.
+_CLIENT_ERRORS = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.InternalClientError,
+    *_CONNECTION,
+)
 
 
 def translate(exc: BaseException) -> StoreUnavailable | StoreRejected:
@@ -162,7 +173,7 @@ class PostgresTransaction:
 async def _guard(awaitable: Any) -> Any:
     try:
         return await awaitable
-    except (asyncpg.PostgresError, asyncpg.InterfaceError, *_CONNECTION) as exc:
+    except _CLIENT_ERRORS as exc:
         raise translate(exc) from exc
 
 
@@ -206,7 +217,7 @@ class PostgresStore:
                 timeout=self._timeout,
                 command_timeout=self._command_timeout,
             )
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, *_CONNECTION) as exc:
+        except _CLIENT_ERRORS as exc:
             raise translate(exc) from exc
 
     async def close(self) -> None:
@@ -234,7 +245,7 @@ class PostgresStore:
             raise StoreUnavailable("store is not open")
         try:
             conn = await pool.acquire(timeout=self._timeout)
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, *_CONNECTION) as exc:
+        except _CLIENT_ERRORS as exc:
             raise translate(exc) from exc
         try:
             tx = PostgresTransaction(conn, self._hooks)
@@ -246,7 +257,7 @@ class PostgresStore:
                 await _guard(transaction.commit())
             except BaseException:
                 rolled_back = False
-                with contextlib.suppress(*_ROLLBACK_ERRORS, asyncio.CancelledError):
+                with contextlib.suppress(*_CLIENT_ERRORS, asyncio.CancelledError):
                     await transaction.rollback()
                     rolled_back = True
                 if not rolled_back:
@@ -259,8 +270,5 @@ class PostgresStore:
                         conn.terminate()
                 raise
         finally:
-            with contextlib.suppress(*_ROLLBACK_ERRORS):
+            with contextlib.suppress(*_CLIENT_ERRORS):
                 await pool.release(conn)
-
-
-_ROLLBACK_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, *_CONNECTION)

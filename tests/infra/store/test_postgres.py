@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncpg
 import psycopg
 import pytest
 
-from infra.store.postgres import PostgresStore
+from infra.store.postgres import PostgresStore, translate
 from messages.errors import StoreUnavailable
 
 pytestmark = pytest.mark.stores("postgresql")
@@ -33,3 +34,24 @@ async def test_a_connection_lost_mid_transaction_is_retryable_and_the_pool_recov
         assert await store.ping()
     finally:
         await store.close()
+
+
+@pytest.mark.parametrize(
+    "raised",
+    [
+        asyncpg.exceptions.InternalClientError(
+            "cannot switch to state 15; another operation (2) is in progress"
+        ),
+        asyncpg.exceptions.ConnectionDoesNotExistError("connection was closed"),
+        asyncpg.exceptions.InterfaceError("connection is closed"),
+        ConnectionResetError(104, "reset by peer"),
+    ],
+    ids=type,
+)
+def test_what_a_dropped_connection_leaves_in_the_client_is_retryable(raised: Exception) -> None:
+    # Seen in the PostgreSQL-restart fault scenario: a rollback or BEGIN on a connection whose
+    # protocol was still consuming the server's goodbye raised InternalClientError, which the
+    # runtime took for a handler crash and dead-lettered.
+    translated = translate(raised)
+    assert isinstance(translated, StoreUnavailable)
+    assert str(translated) == f"store unavailable: {type(raised).__name__}"
