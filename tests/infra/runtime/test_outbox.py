@@ -1,45 +1,88 @@
-"""The one outbox relay (``infra/runtime/outbox.py``) on a real store: it backs off
-(tenacity, exponentially) while publishing fails and then publishes every row once, and
-``stop`` drains what is in hand within its deadline, leaving the rest in the table.
+"""The one outbox relay (``infra/runtime/outbox.py``) on the real broker and store: it backs
+off (tenacity, exponentially) while the broker refuses and then publishes every row once,
+and ``stop`` drains what is in hand within its deadline, leaving the rest in the table.
 
-The broker is a stand-in here (the relay's publisher), so that it can refuse on demand;
-the relay against the real broker is exercised by every worker test."""
+The broker refuses for real: the test's outbound exchange has no alternate exchange, so
+until a queue is bound every publish comes back unroutable (``mandatory``), a project
+error the relay retries, as it does while a downstream queue is not declared yet.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import itertools
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+
+import aio_pika
+import pytest
+from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue
 
 from config.settings import Settings
-from infra.rabbit import Publication
+from infra.rabbit import ConfirmedPublisher, Publication, connect, open_channel
 from infra.runtime.outbox import EventOutbox, OutboxRelay
 from infra.runtime.worker import Effects, OutboundEvent, commit_effects
 from infra.store import Store
-from messages.errors import BrokerUnavailable, PrivacyOpsError
+from messages.errors import PrivacyOpsError
 from messages.names import Names
-from tests.support.helpers import consent_changed, migrated_store
+from tests.support.helpers import consent_changed, migrated_store, wait_until
 
 
-class Broker:
-    """A confirmed publisher that refuses the first ``failures`` batches (the broker is
-    away) and takes ``delay`` seconds to confirm a batch."""
+class Timed(ConfirmedPublisher):
+    """The runtime's confirmed publisher, noting when each batch is tried and what the
+    broker confirmed."""
 
-    def __init__(self, failures: int = 0, delay: float = 0.0) -> None:
-        self.failures = failures
-        self.delay = delay
+    def __init__(self, channel: AbstractChannel) -> None:
+        super().__init__(channel, 10)
         self.attempts: list[float] = []
-        self.published: list[str] = []
+        self.confirmed: list[str] = []
 
     async def publish_many(
         self, exchange: str, batch: Sequence[Publication]
     ) -> list[PrivacyOpsError | None]:
         self.attempts.append(asyncio.get_running_loop().time())
-        await asyncio.sleep(self.delay)
-        if self.failures:
-            self.failures -= 1
-            return [BrokerUnavailable("broker away") for _ in batch]
-        self.published += [str(p.message_id) for p in batch]
-        return [None for _ in batch]
+        results = await super().publish_many(exchange, batch)
+        self.confirmed += [str(p.message_id) for p, r in zip(batch, results, strict=True) if not r]
+        return results
+
+
+@dataclass
+class Downstream:
+    """The outbound exchange as the relay sees it, and a downstream queue to bind to it."""
+
+    channel: AbstractChannel
+    exchange: AbstractExchange
+    queue: AbstractQueue
+
+    def publisher(self) -> Timed:
+        return Timed(self.channel)
+
+    async def start_routing(self) -> None:
+        await self.queue.bind(self.exchange, "#")
+
+    async def stop_routing(self) -> None:
+        await self.queue.unbind(self.exchange, "#")
+
+    async def received(self) -> list[str]:
+        got = []
+        while (message := await self.queue.get(no_ack=True, fail=False, timeout=5)) is not None:
+            got.append(str(message.message_id))
+        return got
+
+
+@pytest.fixture
+async def downstream(settings: Settings) -> AsyncIterator[Downstream]:
+    names = Names(settings.namespace)
+    connection = await connect(settings.amqp_url.get_secret_value(), 10)
+    try:
+        channel = await open_channel(connection, confirms=True)
+        exchange = await channel.declare_exchange(
+            names.outbound, aio_pika.ExchangeType.TOPIC, auto_delete=True
+        )
+        queue = await channel.declare_queue(f"{names.namespace}.test-downstream", exclusive=True)
+        yield Downstream(channel, exchange, queue)
+    finally:
+        await connection.close()
 
 
 async def commit_events(store: Store, n: int) -> list[OutboundEvent]:
@@ -62,51 +105,63 @@ async def unpublished(store: Store) -> int:
     return int(row[0])
 
 
-def relay(store: Store, broker: Broker, settings: Settings, **options: float) -> OutboxRelay:
+def relay(store: Store, publisher: Timed, settings: Settings, **options: float) -> OutboxRelay:
     outbox = EventOutbox(Names(settings.namespace))
-    return OutboxRelay(store, broker, outbox, poll_s=60, **options)  # type: ignore[arg-type]
+    return OutboxRelay(store, publisher, outbox, poll_s=60, **options)
 
 
-async def test_failures_back_off_then_every_row_is_published_once(settings: Settings) -> None:
+async def test_refusals_back_off_then_every_row_is_published_once(
+    settings: Settings, downstream: Downstream
+) -> None:
     async with migrated_store(settings) as store:
         events = await commit_events(store, 5)
-        broker = Broker(failures=3)
-        running = relay(store, broker, settings, max_backoff_s=5)
-        await running.start()  # takes what the table holds
+        publisher = downstream.publisher()
+        running = relay(store, publisher, settings, max_backoff_s=5)
+        await running.start()  # takes what the table holds; nothing routes yet
         try:
-            await asyncio.wait_for(running.idle(), 10)
+
+            async def refused_four_times() -> bool:
+                return len(publisher.attempts) >= 4
+
+            await wait_until(refused_four_times, within=10)
+            await downstream.start_routing()
+            await asyncio.wait_for(running.idle(), 15)
         finally:
             await running.stop(1)
-        assert sorted(broker.published) == ids(events)
+        assert sorted(await downstream.received()) == ids(events)  # each once
+        assert sorted(publisher.confirmed) == ids(events)
         assert await unpublished(store) == 0
-        # Three refusals, three waits growing 0.1 s, 0.2 s, 0.4 s, then the success.
-        waits = [b - a for a, b in zip(broker.attempts, broker.attempts[1:], strict=False)]
-        assert len(waits) == 3
+        # Waits growing 0.1 s, 0.2 s, 0.4 s between the first refusals.
+        attempts = publisher.attempts
+        waits = [b - a for a, b in itertools.pairwise(attempts)][:3]
         assert [w >= least for w, least in zip(waits, (0.1, 0.2, 0.4), strict=True)] == [True] * 3
 
 
 async def test_stop_drains_what_is_in_hand_and_leaves_the_rest_in_the_table(
-    settings: Settings,
+    settings: Settings, downstream: Downstream
 ) -> None:
     async with migrated_store(settings) as store:
-        slow = Broker(delay=0.3)
-        running = relay(store, slow, settings)
+        await downstream.start_routing()
+        publisher = downstream.publisher()
+        running = relay(store, publisher, settings)
         await running.start()
         events = await commit_events(store, 5)
         running.submit(events)  # what the runtime does after a commit
         await running.stop(5)  # returns once what was in hand is published and marked
-        assert sorted(slow.published) == ids(events)
+        assert sorted(await downstream.received()) == ids(events)
         assert await unpublished(store) == 0
 
-        # A broker that never comes back: stop keeps to its deadline; the rows stay.
+        # Refused for as long as the relay runs: stop keeps to its deadline; the rows stay.
+        await downstream.stop_routing()
         await commit_events(store, 3)
-        down = Broker(failures=1_000_000)
-        stuck = relay(store, down, settings, max_backoff_s=0.05)
+        refused = downstream.publisher()
+        stuck = relay(store, refused, settings, max_backoff_s=0.05)
         await stuck.start()
         loop = asyncio.get_running_loop()
         asked = loop.time()
         await stuck.stop(0.5)
         assert loop.time() - asked < 3
-        assert down.attempts
-        assert down.published == []
+        assert refused.attempts
+        assert refused.confirmed == []
+        assert await downstream.received() == []
         assert await unpublished(store) == 3
